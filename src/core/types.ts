@@ -1,0 +1,59 @@
+// Types at the edges of the core: what a claim hands to execute, what execute hands to record.
+
+/** A queued request as claimed from net.http_request_queue (see net._claim). */
+export interface QueuedRequest {
+  id: string; // bigint as text: ids can exceed 2^53
+  method: string;
+  url: string;
+  headers: Record<string, unknown>;
+  body: Uint8Array | null;
+  timeout_milliseconds: number;
+  attempts: number;
+}
+
+/** What one request ended with; the shape net._record takes (one JSON object per request). */
+export interface Outcome {
+  id: string;
+  status_code: number | null;
+  content_type: string | null;
+  headers: Record<string, string> | null;
+  /** Body as text when it is valid UTF-8 without NUL; empty body → null. */
+  content: string | null;
+  /** Exact body bytes, base64, when the body is not valid UTF-8 or contains NUL. */
+  content_base64: string | null;
+  timed_out: boolean;
+  error_msg: string | null;
+}
+
+export interface ExecuteOptions {
+  /** Largest response body kept; a larger one becomes an error outcome. */
+  maxResponseBytes: number;
+  /** Sent when the request has no User-Agent of its own. */
+  userAgent: string;
+}
+
+export interface DrainOptions extends ExecuteOptions {
+  /** Requests in flight at most. */
+  concurrency: number;
+  /** Rows claimed per claim at most (pg_net.batch_size). */
+  batchSize: number;
+  /** Stop claiming new work this many ms after the drain starts. */
+  budgetMs: number;
+  /** Hard end of the invocation, ms after start: never claim a request whose timeout won't fit. */
+  hardLimitMs: number;
+  /** Added to each request's timeout to make its lease. */
+  leaseMarginMs: number;
+  /** Longest a finished outcome waits before it is recorded. */
+  flushMs: number;
+}
+
+export interface DrainStats {
+  owner: string;
+  started: string; // ISO time
+  duration_ms: number;
+  claimed: number;
+  recorded: number;
+  errors: number; // outcomes with error_msg
+  stopped: 'empty' | 'budget' | 'database';
+  last_error?: string;
+}

