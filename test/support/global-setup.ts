@@ -4,7 +4,7 @@
 // drain their own queue in parallel without seeing each other's requests.
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
-import { startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
+import { freePort, startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
 import { install } from '../../src/node/install.ts';
 import { startTarget } from './target.ts';
 import { withDatabase } from './urls.ts';
@@ -19,6 +19,8 @@ declare module 'vitest' {
     targetUrl: string;
     /** 'embedded' or 'external' */
     databaseKind: string;
+    /** A loopback TCP port nothing listens on (connections to it are refused). */
+    closedPort: number;
   }
 }
 
@@ -43,6 +45,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('templateDb', templateDb);
   project.provide('targetUrl', target.url);
   project.provide('databaseKind', external ? 'external' : 'embedded');
+  project.provide('closedPort', await freePort());
 
   return async () => {
     await target.close();
