@@ -1,0 +1,843 @@
+-- pg-net-edge: pg_net's asynchronous HTTP API for any PostgreSQL, without a C extension.
+--
+-- This file is the whole SQL side. It is idempotent: run it as often as you like, with
+--   psql -v ON_ERROR_STOP=1 -f sql/install.sql "$DATABASE_URL"
+-- or paste it into your provider's SQL editor, or run `pg-net-edge install --database-url URL`.
+-- Re-running keeps every queued request and every stored response; it only refreshes functions.
+--
+-- Layout:
+--   1. preamble: serialize concurrent installs, refuse to run next to the pg_net extension
+--   2. versioned migrations (net._migrations): tables, indexes, types
+--   3. helpers (URL encoding, validation, settings)
+--   4. the user-facing API (net.http_get / http_post / http_delete, collect_response, …)
+--   5. the worker-facing API (net._claim, net._record, net._config, net._sweep, …)
+--   6. privileges
+--
+-- The HTTP work is done by the pg-net-edge Cloudflare Worker, which connects as the role that
+-- ran this file (the owner of schema net).
+
+begin;
+-- "already exists, skipping" notices on a re-run are expected; keep the output readable.
+set local client_min_messages = warning;
+
+-------------------------------------------------------------------------------------------------
+-- 1. Preamble
+-------------------------------------------------------------------------------------------------
+
+-- Two installs at once would race on CREATE OR REPLACE ("tuple concurrently updated"):
+-- the second waits here until the first commits. The key is arbitrary but fixed.
+do $$ begin perform pg_catalog.pg_advisory_xact_lock(7036142216110523431); end $$;
+
+-- pg_net owns schema net and the same object names; the two cannot share a database.
+do $$
+begin
+  if exists (select from pg_catalog.pg_extension where extname = 'pg_net') then
+    raise exception 'pg_net extension is installed in this database; pg-net-edge replaces it'
+      using errcode = 'object_in_use',
+            hint = 'DROP EXTENSION pg_net first (this drops its queue and stored responses), then run this file again.';
+  end if;
+end
+$$;
+
+create schema if not exists net;
+comment on schema net is 'pg-net-edge: asynchronous HTTP from SQL, executed by a Cloudflare Worker';
+
+-- One row per applied schema version. Functions are not versioned: they are replaced on every run.
+create table if not exists net._migrations (
+  version     int primary key,
+  description text not null,
+  applied_at  timestamptz not null default now()
+);
+
+-------------------------------------------------------------------------------------------------
+-- 2. Migrations. Each block runs once; append new versions below (never edit an applied one):
+--      do $$ begin
+--        if not exists (select from net._migrations where version = 2) then
+--          ...;
+--          insert into net._migrations (version, description) values (2, '...');
+--        end if;
+--      end $$;
+-------------------------------------------------------------------------------------------------
+
+do $$
+begin
+  if exists (select from net._migrations where version = 1) then
+    return;
+  end if;
+
+  -- Waiting requests. pg_net's columns first (same names and types), then the lease the worker
+  -- stamps when it claims a row. LOGGED, unlike pg_net: a crash loses nothing.
+  create table if not exists net.http_request_queue (
+    id                   bigserial primary key,
+    method               text not null,
+    url                  text not null,
+    headers              jsonb not null default '{}',
+    body                 bytea,
+    timeout_milliseconds int not null,
+    created              timestamptz not null default now(),
+    lease_owner          text,
+    lease_expires        timestamptz,
+    attempts             int not null default 0
+  );
+  -- Adopt a table left behind by an older layout (e.g. pg_net's, which lacks the lease columns).
+  alter table net.http_request_queue
+    add column if not exists created       timestamptz not null default now(),
+    add column if not exists lease_owner   text,
+    add column if not exists lease_expires timestamptz,
+    add column if not exists attempts      int not null default 0;
+  alter table net.http_request_queue set logged;
+
+  -- One row per finished request (id = the request's id). pg_net's columns, then content_bytes:
+  -- the exact body when it is not valid UTF-8 or contains NUL (content is NULL then).
+  create table if not exists net._http_response (
+    id            bigint,
+    status_code   int,
+    content_type  text,
+    headers       jsonb,
+    content       text,
+    timed_out     bool,
+    error_msg     text,
+    created       timestamptz not null default now(),
+    content_bytes bytea
+  );
+  alter table net._http_response add column if not exists content_bytes bytea;
+  alter table net._http_response set logged;
+  create unique index if not exists _http_response_id_key on net._http_response (id);
+  -- The sweep deletes by age.
+  create index if not exists _http_response_created_idx on net._http_response (created);
+
+  -- The worker's heartbeat: one row, id = 1.
+  create table if not exists net._worker_status (
+    id                int primary key check (id = 1),
+    last_seen         timestamptz,
+    last_drain        jsonb,
+    restart_requested timestamptz
+  );
+  insert into net._worker_status (id) values (1) on conflict (id) do nothing;
+
+  -- pg_net's result types for http_collect_response.
+  if not exists (select from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+                 where n.nspname = 'net' and t.typname = 'request_status') then
+    create type net.request_status as enum ('PENDING', 'SUCCESS', 'ERROR');
+  end if;
+  if not exists (select from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+                 where n.nspname = 'net' and t.typname = 'http_response') then
+    create type net.http_response as (status_code integer, headers jsonb, body text);
+  end if;
+  if not exists (select from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+                 where n.nspname = 'net' and t.typname = 'http_response_result') then
+    create type net.http_response_result as (status net.request_status, message text, response net.http_response);
+  end if;
+  -- What net._claim hands the worker.
+  if not exists (select from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
+                 where n.nspname = 'net' and t.typname = '_claimed') then
+    create type net._claimed as (id bigint, method text, url text, headers jsonb, body bytea,
+                                 timeout_milliseconds int, attempts int);
+  end if;
+
+  insert into net._migrations (version, description)
+  values (1, 'queue, responses, worker status, result types');
+end
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- 3. Helpers (not granted to PUBLIC; the SECURITY DEFINER API calls them as the owner)
+-------------------------------------------------------------------------------------------------
+
+-- RFC 3986 percent-encoding: only A-Z a-z 0-9 - . _ ~ stay as they are; every other character
+-- becomes its UTF-8 bytes as %XX (uppercase hex).
+create or replace function net._urlencode(value text)
+returns text
+language sql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(string_agg(
+           case when ch ~ '^[A-Za-z0-9._~-]$' then ch
+                else upper(regexp_replace(encode(convert_to(ch, 'UTF8'), 'hex'), '(..)', '%\1', 'g'))
+           end, '' order by pos), '')
+  from regexp_split_to_table(value, '') with ordinality as chars(ch, pos)
+$$;
+
+-- Raises unless url is an absolute http(s) URL with a host. Messages: invalid URL "<url>": <reason>.
+create or replace function net._check_url(url text)
+returns void
+language plpgsql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  authority text;
+  host_port text;
+  host      text;
+  port      text;
+begin
+  if url is null then
+    raise exception 'url must not be null' using errcode = 'null_value_not_allowed';
+  end if;
+  if url ~ '[[:space:][:cntrl:]]' then
+    raise exception 'invalid URL "%": contains whitespace or control characters (percent-encode them)', url
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if url !~* '^https?://' then
+    raise exception 'invalid URL "%": must be an absolute URL starting with http:// or https://', url
+      using errcode = 'invalid_parameter_value';
+  end if;
+  -- authority = what follows the scheme up to the path, query or fragment
+  authority := substring(url from '^[A-Za-z]+://([^/?#]*)');
+  if authority ~ '\\' then
+    raise exception 'invalid URL "%": backslash in the host part', url using errcode = 'invalid_parameter_value';
+  end if;
+  host_port := regexp_replace(authority, '^.*@', '');  -- drop user:password@
+  if host_port ~ '^\[' then                            -- IPv6 literal: [::1]:8080
+    host := substring(host_port from '^(\[[^\]]*\])');
+    if host is null or host !~ '^\[[0-9A-Fa-f:.]+\]$' then
+      raise exception 'invalid URL "%": malformed IPv6 address', url using errcode = 'invalid_parameter_value';
+    end if;
+    port := substr(host_port, length(host) + 1);
+  else
+    host := split_part(host_port, ':', 1);
+    port := substr(host_port, length(host) + 1);
+  end if;
+  if host = '' then
+    raise exception 'invalid URL "%": missing host', url using errcode = 'invalid_parameter_value';
+  end if;
+  -- WHATWG URL's forbidden host code points (the ones not already excluded above).
+  if host !~ '^\[' and host ~ '[<>^|%\[\]]' then
+    raise exception 'invalid URL "%": invalid character in host "%"', url, host
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if port <> '' and port !~ '^:[0-9]{0,5}$' or (port ~ '^:[0-9]+$' and substr(port, 2)::int > 65535) then
+    raise exception 'invalid URL "%": invalid port "%"', url, substr(port, 2)
+      using errcode = 'invalid_parameter_value';
+  end if;
+end
+$$;
+
+-- Validates headers (null = none) and returns them as a jsonb object of string values.
+-- Names must be RFC 7230 tokens; values must not contain CR, LF or NUL (header injection).
+create or replace function net._check_headers(headers jsonb)
+returns jsonb
+language plpgsql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  item   record;
+  result jsonb := '{}';
+  value  text;
+begin
+  if headers is null or headers = 'null'::jsonb then
+    return result;
+  end if;
+  if jsonb_typeof(headers) <> 'object' then
+    raise exception 'headers must be a JSON object of name/value pairs, got a JSON %', jsonb_typeof(headers)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  for item in select * from jsonb_each(headers) loop
+    if item.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' then
+      raise exception 'invalid header name "%": must be an HTTP token (letters, digits and !#$%%&''*+-.^_`|~)', item.key
+        using errcode = 'invalid_parameter_value';
+    end if;
+    case jsonb_typeof(item.value)
+      when 'string' then value := item.value #>> '{}';
+      when 'number', 'boolean' then value := item.value::text;
+      else
+        raise exception 'header "%" must be a string, number or boolean, got a JSON %', item.key, jsonb_typeof(item.value)
+          using errcode = 'invalid_parameter_value';
+    end case;
+    -- (NUL cannot occur: neither text nor jsonb can hold it.)
+    if value ~ '[\r\n]' then
+      raise exception 'header "%" value must not contain CR, LF or NUL characters', item.key
+        using errcode = 'invalid_parameter_value';
+    end if;
+    result := result || jsonb_build_object(item.key, value);
+  end loop;
+  return result;
+end
+$$;
+
+-- Appends params (null = none) to url as an RFC 3986-encoded query, before any #fragment.
+create or replace function net._with_params(url text, params jsonb)
+returns text
+language plpgsql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  item     record;
+  pairs    text[] := '{}';
+  value    text;
+  base     text;
+  fragment text;
+  hash_at  int;
+begin
+  if params is null or params = 'null'::jsonb then
+    return url;
+  end if;
+  if jsonb_typeof(params) <> 'object' then
+    raise exception 'params must be a JSON object of name/value pairs, got a JSON %', jsonb_typeof(params)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  for item in select * from jsonb_each(params) loop
+    case jsonb_typeof(item.value)
+      when 'string' then value := item.value #>> '{}';
+      when 'number', 'boolean' then value := item.value::text;
+      else
+        raise exception 'param "%" must be a string, number or boolean, got a JSON %', item.key, jsonb_typeof(item.value)
+          using errcode = 'invalid_parameter_value';
+    end case;
+    pairs := pairs || (net._urlencode(item.key) || '=' || net._urlencode(value));
+  end loop;
+  if cardinality(pairs) = 0 then
+    return url;
+  end if;
+  hash_at := strpos(url, '#');
+  if hash_at > 0 then
+    base := substr(url, 1, hash_at - 1);
+    fragment := substr(url, hash_at);
+  else
+    base := url;
+    fragment := '';
+  end if;
+  if strpos(base, '?') = 0 then
+    base := base || '?';
+  elsif right(base, 1) not in ('?', '&') then
+    base := base || '&';
+  end if;
+  return base || array_to_string(pairs, '&') || fragment;
+end
+$$;
+
+-- Validates everything, queues one request, wakes the worker (at commit), returns the id.
+create or replace function net._enqueue(method text, url text, params jsonb, headers jsonb, body bytea,
+                                        timeout_milliseconds int)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  request_id bigint;
+  full_url   text;
+  clean      jsonb;
+begin
+  perform net._check_url(url);
+  if timeout_milliseconds is null then
+    raise exception 'timeout_milliseconds must not be null' using errcode = 'null_value_not_allowed';
+  end if;
+  if timeout_milliseconds <= 0 or timeout_milliseconds > 300000 then
+    raise exception 'timeout_milliseconds must be between 1 and 300000 (5 minutes), got %', timeout_milliseconds
+      using errcode = 'invalid_parameter_value';
+  end if;
+  clean := net._check_headers(headers);
+  full_url := net._with_params(url, params);
+  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
+  values (method, full_url, clean, body, timeout_milliseconds)
+  returning id into request_id;
+  -- Delivered only at commit, and identical notifications fold: one per transaction.
+  perform pg_notify('pg_net_edge_wake', '');
+  return request_id;
+end
+$$;
+
+-- Settings as the given role sees them in this database: pg_db_role_setting (role+database,
+-- role, database, all), then the session's own value (only for current_user), then the default.
+-- Reading the catalog (not just current_setting) makes ALTER ROLE … SET take effect without
+-- reconnecting, even through a pooler. Invalid values fall back to the default.
+create or replace function net._settings(for_role name)
+returns table (name text, setting text, source text)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  wanted     text;
+  raw        text;
+  raw_source text;
+  ok         boolean;
+begin
+  foreach wanted in array array['pg_net.ttl', 'pg_net.batch_size'] loop
+    select substr(c, length(wanted) + 2),
+           case when s.setrole <> 0 and s.setdatabase <> 0 then 'role+database'
+                when s.setrole <> 0 then 'role'
+                when s.setdatabase <> 0 then 'database'
+                else 'all roles' end
+      into raw, raw_source
+      from pg_db_role_setting s
+      cross join lateral unnest(s.setconfig) as c
+     where s.setrole in (0, coalesce((select oid from pg_roles where rolname = for_role), 0))
+       and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+       and c like wanted || '=%'
+     order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
+     limit 1;
+    if raw is null and for_role = current_user then
+      raw := current_setting(wanted, true);
+      raw_source := 'session';
+    end if;
+    raw := nullif(btrim(raw), '');
+    ok := raw is not null;
+    if ok then
+      begin
+        if wanted = 'pg_net.ttl' then
+          ok := raw::interval > interval '0';
+        else
+          ok := raw::int > 0;
+        end if;
+      exception when others then
+        ok := false;
+      end;
+    end if;
+    name := wanted;
+    if ok then
+      setting := raw;
+      source := raw_source;
+    else
+      setting := case wanted when 'pg_net.ttl' then '6 hours' else '200' end;
+      source := case when raw is null then 'default'
+                     else format('default (invalid %s value %s ignored)', raw_source, quote_literal(raw)) end;
+    end if;
+    return next;
+  end loop;
+end
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- 4. User-facing API (pg_net's signatures). SECURITY DEFINER so any role with USAGE on net can
+--    queue without privileges on the tables; search_path pinned so callers can't hijack names.
+-------------------------------------------------------------------------------------------------
+
+create or replace function net.http_get(
+  url                  text,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{}'::jsonb,
+  timeout_milliseconds int   default 2000
+)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return net._enqueue('GET', url, params, headers, null, timeout_milliseconds);
+end
+$$;
+comment on function net.http_get(text, jsonb, jsonb, int) is
+  'Queues an HTTP GET, sent by the pg-net-edge worker after this transaction commits. Returns the request id.';
+
+create or replace function net.http_post(
+  url                  text,
+  body                 jsonb default '{}'::jsonb,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{"Content-Type": "application/json"}'::jsonb,
+  timeout_milliseconds int   default 2000
+)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  clean jsonb := net._check_headers(headers);
+  item  record;
+  found_type boolean := false;
+begin
+  perform net._check_url(url);
+  -- The body is JSON, so the only Content-Type that tells the truth is application/json.
+  for item in select key, value #>> '{}' as value from jsonb_each(clean) where lower(key) = 'content-type' loop
+    found_type := true;
+    if item.value !~* '^[[:space:]]*application/json[[:space:]]*(;.*)?$' then
+      raise exception 'net.http_post sends JSON: Content-Type must be application/json, got "%"', item.value
+        using errcode = 'invalid_parameter_value',
+              hint = 'Leave Content-Type out (application/json is added) or set it to application/json.';
+    end if;
+  end loop;
+  if not found_type then
+    clean := clean || '{"Content-Type": "application/json"}'::jsonb;
+  end if;
+  return net._enqueue('POST', url, params, clean,
+                      convert_to(body::text, 'UTF8'), timeout_milliseconds);
+end
+$$;
+comment on function net.http_post(text, jsonb, jsonb, jsonb, int) is
+  'Queues an HTTP POST with a JSON body, sent by the pg-net-edge worker after this transaction commits. Returns the request id.';
+
+create or replace function net.http_delete(
+  url                  text,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{}'::jsonb,
+  timeout_milliseconds int   default 2000,
+  body                 jsonb default null
+)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return net._enqueue('DELETE', url, params, headers,
+                      convert_to(body::text, 'UTF8'), timeout_milliseconds);
+end
+$$;
+comment on function net.http_delete(text, jsonb, jsonb, int, jsonb) is
+  'Queues an HTTP DELETE, sent by the pg-net-edge worker after this transaction commits. Returns the request id.';
+
+-- True when the queue row for request_id was inserted by this transaction (or one of its
+-- subtransactions): such a row is only sent after commit, so waiting for it inside this
+-- transaction would never end. A row we can see whose inserting transaction is still in
+-- progress can only be ours (other transactions' uncommitted rows are invisible).
+create or replace function net._queued_by_current_transaction(request_id bigint)
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  mine    bigint := pg_current_xact_id_if_assigned()::text::bigint;
+  row_xid bigint;
+  widened bigint;
+begin
+  if mine is null then
+    return false;  -- this transaction has written nothing
+  end if;
+  select q.xmin::text::bigint into row_xid from net.http_request_queue q where q.id = request_id;
+  if row_xid is null then
+    return false;
+  end if;
+  -- xmin is 32 bits; widen it to a full xid8 using the epoch of our own xid.
+  widened := (mine & ~4294967295::bigint) | row_xid;
+  if widened > mine + 2147483648 then
+    widened := widened - 4294967296;
+  elsif widened < mine - 2147483648 then
+    widened := widened + 4294967296;
+  end if;
+  return pg_xact_status(widened::text::xid8) = 'in progress';
+exception when others then
+  return false;  -- e.g. an xid too old for the commit log: certainly not ours
+end
+$$;
+
+-- pg_net's collect_response: SUCCESS with the response, ERROR with the worker's error message,
+-- PENDING while queued, ERROR when unknown. async := false waits (up to the request's timeout
+-- + 65 s) for the worker to record the response.
+create or replace function net._http_collect_response(request_id bigint, async boolean default true)
+returns net.http_response_result
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  response net._http_response%rowtype;
+  timeout  int;
+  deadline timestamptz;
+begin
+  loop
+    -- Each statement takes a fresh snapshot (READ COMMITTED), so the loop sees the worker's commits.
+    select * into response from net._http_response r where r.id = request_id;
+    if found then
+      if response.error_msg is not null then
+        return row('ERROR', response.error_msg, null)::net.http_response_result;
+      end if;
+      return row('SUCCESS', 'ok',
+                 row(response.status_code, response.headers, response.content)::net.http_response
+                )::net.http_response_result;
+    end if;
+    select q.timeout_milliseconds into timeout from net.http_request_queue q where q.id = request_id;
+    if not found then
+      return row('ERROR', 'request matching request_id not found', null)::net.http_response_result;
+    end if;
+    if async or async is null then
+      return row('PENDING', 'request is pending', null)::net.http_response_result;
+    end if;
+    if deadline is null then
+      if net._queued_by_current_transaction(request_id) then
+        raise exception 'request % was queued by the current transaction; requests are sent only after commit, so it cannot be waited for here', request_id
+          using errcode = 'object_not_in_prerequisite_state',
+                hint = 'Commit first, then call net.http_collect_response(id, async := false) in a new transaction.';
+      end if;
+      deadline := clock_timestamp() + make_interval(secs => (timeout + 65000) / 1000.0);
+    elsif clock_timestamp() > deadline then
+      return row('PENDING', format('request is still pending after waiting %s ms; is the worker running? see net.check_worker_is_up()',
+                                   timeout + 65000), null)::net.http_response_result;
+    end if;
+    perform pg_sleep(0.05);
+  end loop;
+end
+$$;
+
+create or replace function net.http_collect_response(request_id bigint, async boolean default true)
+returns net.http_response_result
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._http_collect_response(request_id, async)
+$$;
+
+-- Asks the worker to notice new settings (it reads net._config() on every drain anyway).
+create or replace function net.worker_restart()
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into net._worker_status (id, restart_requested) values (1, now())
+  on conflict (id) do update set restart_requested = excluded.restart_requested;
+  perform pg_notify('pg_net_edge_wake', '');
+  return true;
+end
+$$;
+
+-- Wakes the worker (through the relay) at commit.
+create or replace function net.wake()
+returns void
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select pg_notify('pg_net_edge_wake', '')
+$$;
+
+-- The advice both checks give when the worker is silent.
+create or replace function net._worker_down_message(last_seen timestamptz)
+returns text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select format('no pg-net-edge worker has checked in %s; check that the Worker is deployed with its '
+                || 'cron triggers (* * * * *) and that its DATABASE_URL secret or Hyperdrive binding '
+                || 'reaches this database (%s)',
+                case when last_seen is null then 'yet'
+                     else format('since %s (%s ago)', last_seen, date_trunc('second', clock_timestamp() - last_seen)) end,
+                current_database())
+$$;
+
+create or replace function net.check_worker_is_up()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  seen timestamptz;
+begin
+  select s.last_seen into seen from net._worker_status s where s.id = 1;
+  if seen is null or seen < clock_timestamp() - interval '2 minutes' then
+    raise exception '%', net._worker_down_message(seen) using errcode = 'object_not_in_prerequisite_state';
+  end if;
+end
+$$;
+
+-- Waits until a worker has checked in within 2 minutes. (A wake sent from an open transaction
+-- is delivered only at commit; the every-minute cron checks in regardless.)
+create or replace function net.wait_until_running(timeout_seconds int default 70)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  deadline timestamptz := clock_timestamp() + make_interval(secs => greatest(coalesce(timeout_seconds, 70), 0));
+  seen     timestamptz;
+begin
+  perform net.wake();
+  loop
+    select s.last_seen into seen from net._worker_status s where s.id = 1;
+    if seen >= clock_timestamp() - interval '2 minutes' then
+      return;
+    end if;
+    if clock_timestamp() >= deadline then
+      raise exception 'waited % s: %', greatest(coalesce(timeout_seconds, 70), 0), net._worker_down_message(seen)
+        using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    perform pg_sleep(0.2);
+  end loop;
+end
+$$;
+
+-- Effective settings as the worker (the owner of schema net) sees them. pg_settings cannot list
+-- placeholder variables such as pg_net.ttl on PostgreSQL 15+, so look here instead.
+create or replace view net.settings as
+  select s.name, s.setting, s.source
+  from pg_catalog.pg_namespace n
+  cross join lateral net._settings(pg_catalog.pg_get_userbyid(n.nspowner)) s
+  where n.nspname = 'net';
+comment on view net.settings is 'pg_net.ttl and pg_net.batch_size as the pg-net-edge worker sees them';
+
+-------------------------------------------------------------------------------------------------
+-- 5. Worker-facing API (EXECUTE revoked from PUBLIC; the worker connects as the owner)
+-------------------------------------------------------------------------------------------------
+
+-- Claims up to max_rows free requests, oldest first, skipping rows another drain has locked,
+-- and stamps a lease long enough for the request's timeout plus a margin.
+create or replace function net._claim(owner text, max_rows int, lease_margin_ms int default 30000,
+                                      max_timeout_ms int default null)
+returns setof net._claimed
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with picked as (
+    select q.id
+    from net.http_request_queue q
+    where (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+      and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
+    order by q.id
+    limit greatest(coalesce(max_rows, 0), 0)
+    for update skip locked
+  ), claimed as (
+    update net.http_request_queue q
+       set lease_owner   = owner,
+           lease_expires = clock_timestamp()
+                           + make_interval(secs => (q.timeout_milliseconds + coalesce(lease_margin_ms, 30000)) / 1000.0),
+           attempts      = q.attempts + 1
+      from picked
+     where q.id = picked.id
+    returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts
+  )
+  select c.id, c.method, c.url, c.headers, c.body, c.timeout_milliseconds, c.attempts
+  from claimed c
+  order by c.id
+$$;
+
+-- Records finished requests in one statement: deletes the queue rows this owner still holds
+-- and inserts one response per deleted row (a drain whose lease was taken over records nothing).
+create or replace function net._record(owner text, responses jsonb)
+returns int
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with incoming as (
+    select distinct on (r.id) r.*
+    from jsonb_to_recordset(coalesce(responses, '[]'::jsonb)) as r(
+      id bigint, status_code int, content_type text, headers jsonb, content text,
+      content_base64 text, timed_out boolean, error_msg text)
+    where r.id is not null
+    order by r.id
+  ), done as (
+    delete from net.http_request_queue q
+    using incoming i
+    where q.id = i.id and q.lease_owner = owner
+    returning q.id
+  ), inserted as (
+    insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg, content_bytes)
+    select i.id, i.status_code, i.content_type, nullif(i.headers, 'null'::jsonb), i.content, i.timed_out, i.error_msg,
+           decode(i.content_base64, 'base64')
+    from incoming i
+    join done d on d.id = i.id
+    -- A stale row with the same id (e.g. after a sequence reset) must not block the new result.
+    on conflict (id) do update
+      set status_code = excluded.status_code, content_type = excluded.content_type,
+          headers = excluded.headers, content = excluded.content, timed_out = excluded.timed_out,
+          error_msg = excluded.error_msg, created = excluded.created, content_bytes = excluded.content_bytes
+    returning 1
+  )
+  select count(*)::int from inserted
+$$;
+
+-- {"ttl": "<interval>", "batch_size": <int>} for the calling role in this database.
+create or replace function net._config()
+returns jsonb
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_build_object(
+    'ttl',        (select s.setting from net._settings(current_user) s where s.name = 'pg_net.ttl'),
+    'batch_size', (select s.setting::int from net._settings(current_user) s where s.name = 'pg_net.batch_size'))
+$$;
+
+-- Deletes up to max_rows responses older than ttl (oldest first); returns how many.
+create or replace function net._sweep(ttl interval, max_rows int default 10000)
+returns int
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with doomed as (
+    delete from net._http_response r
+    where r.ctid = any (array(
+      select o.ctid from net._http_response o
+      where o.created < now() - ttl
+      order by o.created
+      limit greatest(coalesce(max_rows, 0), 0)
+      for update skip locked))
+    returning 1
+  )
+  select count(*)::int from doomed
+$$;
+
+-- The worker checks in after each drain; null last_drain keeps the previous one.
+create or replace function net._heartbeat(last_drain jsonb)
+returns void
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  insert into net._worker_status as s (id, last_seen, last_drain)
+  values (1, now(), last_drain)
+  on conflict (id) do update
+    set last_seen = excluded.last_seen,
+        last_drain = coalesce(excluded.last_drain, s.last_drain)
+$$;
+
+-- What GET /health reports about the database side.
+create or replace function net._health()
+returns jsonb
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_build_object(
+    'queue_depth',          q.depth,
+    'in_flight',            q.in_flight,
+    'oldest_queued_age_ms', (extract(epoch from (clock_timestamp() - q.oldest)) * 1000)::bigint,
+    'last_seen',            w.last_seen,
+    'last_drain',           w.last_drain,
+    'schema_version',       (select max(m.version) from net._migrations m))
+  from (select count(*)::int as depth,
+               (count(*) filter (where lease_expires > clock_timestamp()))::int as in_flight,
+               min(created) as oldest
+        from net.http_request_queue) q
+  left join net._worker_status w on w.id = 1
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- 6. Privileges: anyone may queue and read results through the API; only the owner (the
+--    worker's role) touches the tables and the worker-facing functions.
+-------------------------------------------------------------------------------------------------
+
+grant usage on schema net to public;
+
+revoke all on all tables in schema net from public;
+revoke all on all sequences in schema net from public;
+
+revoke execute on all functions in schema net from public;
+grant execute on function
+  net.http_get(text, jsonb, jsonb, int),
+  net.http_post(text, jsonb, jsonb, jsonb, int),
+  net.http_delete(text, jsonb, jsonb, int, jsonb),
+  net._http_collect_response(bigint, boolean),
+  net.http_collect_response(bigint, boolean),
+  net.worker_restart(),
+  net.wake(),
+  net.check_worker_is_up(),
+  net.wait_until_running(int),
+  -- net.settings calls it as the querying role; it only reads pg_db_role_setting (public anyway).
+  net._settings(name)
+to public;
+grant select on net.settings to public;
+
+commit;
