@@ -1,0 +1,308 @@
+// execute() inside workerd, with workerd's real fetch against the real loopback target:
+// every kind of reply and failure a worker meets must become the right Outcome, never a throw.
+import { describe, expect, inject, it } from 'vitest';
+import { decodeBody, execute } from '../../src/core/execute.ts';
+import type { ExecuteOptions, Outcome, QueuedRequest } from '../../src/core/types.ts';
+
+const target = inject('targetUrl');
+const closedPort = inject('closedPort');
+const opts: ExecuteOptions = { maxResponseBytes: 1_000_000, userAgent: 'pg-net-edge-test/1' };
+
+let next = 1;
+function request(path: string, overrides: Partial<QueuedRequest> = {}): QueuedRequest {
+  return {
+    id: String(next++),
+    method: 'GET',
+    url: path.startsWith('http') ? path : `${target}${path}`,
+    headers: {},
+    body: null,
+    timeout_milliseconds: 5000,
+    attempts: 1,
+    ...overrides,
+  };
+}
+
+const run = (req: QueuedRequest, o: ExecuteOptions = opts) => execute(req, fetch, o);
+
+function expectFailure(outcome: Outcome, pattern: RegExp) {
+  expect(outcome.status_code).toBeNull();
+  expect(outcome.timed_out).toBe(false);
+  expect(outcome.content).toBeNull();
+  expect(outcome.content_base64).toBeNull();
+  expect(outcome.error_msg).toMatch(pattern);
+}
+
+interface Echo {
+  method: string;
+  path: string;
+  query: string;
+  headers: Record<string, string>;
+  body_base64: string;
+  body_text: string;
+}
+const echoOf = (outcome: Outcome) => JSON.parse(outcome.content ?? 'null') as Echo;
+
+describe('execute in workerd: successes', () => {
+  it('GET /echo: method, path, query, default User-Agent, no body', async () => {
+    const req = request('/echo/get?a=1&b=two', { headers: { 'X-Test': 'yes', 'X-Num': 42, 'X-Bool': true } });
+    const outcome = await run(req);
+    expect(outcome).toMatchObject({ id: req.id, status_code: 200, timed_out: false, error_msg: null });
+    expect(outcome.content_type).toBe('application/json');
+    expect(outcome.headers?.['content-type']).toBe('application/json');
+    const echo = echoOf(outcome);
+    expect(echo).toMatchObject({ method: 'GET', path: '/echo/get', query: 'a=1&b=two', body_text: '' });
+    expect(echo.headers['user-agent']).toBe('pg-net-edge-test/1');
+    expect(echo.headers['x-test']).toBe('yes');
+    expect(echo.headers['x-num']).toBe('42');
+    expect(echo.headers['x-bool']).toBe('true');
+  });
+
+  it('a User-Agent of the request wins, whatever its case', async () => {
+    const echo = echoOf(await run(request('/echo/ua', { headers: { 'user-AGENT': 'mine/2' } })));
+    expect(echo.headers['user-agent']).toBe('mine/2');
+  });
+
+  it('POST sends the body bytes and headers exactly; lower-case method is accepted', async () => {
+    const body = new TextEncoder().encode('{"hello": "wörld"}');
+    const outcome = await run(
+      request('/echo/post', { method: 'post', headers: { 'Content-Type': 'application/json' }, body }),
+    );
+    expect(outcome.status_code).toBe(200);
+    const echo = echoOf(outcome);
+    expect(echo.method).toBe('POST');
+    expect(echo.body_text).toBe('{"hello": "wörld"}');
+    expect(echo.headers['content-type']).toBe('application/json');
+  });
+
+  it('PUT, PATCH, DELETE (with body), OPTIONS reach the target with their method', async () => {
+    for (const method of ['PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+      const outcome = await run(request('/echo/m', { method, body: new TextEncoder().encode(method) }));
+      const echo = echoOf(outcome);
+      expect(echo.method).toBe(method);
+      if (method !== 'OPTIONS') expect(echo.body_text).toBe(method);
+    }
+  });
+
+  it('a body on a GET is not sent (fetch cannot), the request still succeeds', async () => {
+    const outcome = await run(request('/echo/getbody', { body: new TextEncoder().encode('ignored') }));
+    expect(outcome.status_code).toBe(200);
+    expect(echoOf(outcome).body_text).toBe('');
+  });
+
+  it('binary request body arrives byte for byte', async () => {
+    const body = Uint8Array.from([0, 1, 2, 0xff, 0xfe, 0x80]);
+    const echo = echoOf(await run(request('/echo/bin', { method: 'POST', body })));
+    expect(echo.body_base64).toBe(btoa(String.fromCharCode(...body)));
+  });
+
+  it('HEAD: status and headers, no content', async () => {
+    const outcome = await run(request('/status/200', { method: 'HEAD' }));
+    expect(outcome).toMatchObject({ status_code: 200, content: null, content_base64: null, error_msg: null });
+  });
+
+  it.each([200, 201, 404, 500, 503])('status %i is a success outcome with its body', async (code) => {
+    const outcome = await run(request(`/status/${code}`));
+    expect(outcome).toMatchObject({
+      status_code: code,
+      content: `status ${code}`,
+      content_base64: null,
+      timed_out: false,
+      error_msg: null,
+      content_type: 'text/plain; charset=utf-8',
+    });
+  });
+
+  it('204: empty body → content null', async () => {
+    const outcome = await run(request('/status/204'));
+    expect(outcome).toMatchObject({ status_code: 204, content: null, content_base64: null, error_msg: null });
+    expect(outcome.content_type).toBeNull();
+  });
+
+  it('a delay shorter than the timeout succeeds', async () => {
+    const outcome = await run(request('/delay/50', { timeout_milliseconds: 5000 }));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'delayed 50', timed_out: false });
+  });
+
+  it('redirect chains are followed; the final response is recorded', async () => {
+    const outcome = await run(request('/redirect/3'));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'redirected', error_msg: null });
+    expect(outcome.headers?.['location']).toBeUndefined();
+  });
+
+  it('redirect-to another URL lands on it', async () => {
+    const to = encodeURIComponent(`${target}/echo/landed?x=1`);
+    const outcome = await run(request(`/redirect-to?url=${to}`));
+    expect(echoOf(outcome)).toMatchObject({ method: 'GET', path: '/echo/landed', query: 'x=1' });
+  });
+
+  it('multi-valued headers: Set-Cookie and X-Multi joined with ", "', async () => {
+    const outcome = await run(request('/headers'));
+    expect(outcome.status_code).toBe(200);
+    expect(outcome.headers?.['set-cookie']).toBe('a=1; Path=/, b=2; Path=/');
+    expect(outcome.headers?.['x-multi']).toBe('one, two');
+    expect(outcome.headers?.['x-custom']).toBe('custom-value');
+    // Names are lower-case, as Headers gives them.
+    expect(Object.keys(outcome.headers ?? {}).every((k) => k === k.toLowerCase())).toBe(true);
+  });
+
+  it('binary body → content null and the exact bytes in content_base64', async () => {
+    const outcome = await run(request('/binary'));
+    expect(outcome).toMatchObject({ status_code: 200, content: null, error_msg: null });
+    expect(outcome.content_type).toBe('application/octet-stream');
+    expect(outcome.content_base64).toBe(btoa(String.fromCharCode(0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0x61, 0xe2, 0x82)));
+  });
+
+  it('a NUL byte in text → base64 (PostgreSQL text cannot hold NUL)', async () => {
+    const outcome = await run(request('/nul'));
+    expect(outcome.content).toBeNull();
+    expect(atob(outcome.content_base64 ?? '')).toBe('before\u0000after');
+  });
+
+  it('a large body under the limit arrives intact', async () => {
+    const outcome = await run(request('/bytes/500000'));
+    expect(outcome.status_code).toBe(200);
+    expect(outcome.content?.length).toBe(500_000);
+    expect(/^x+$/.test(outcome.content ?? '')).toBe(true);
+  });
+
+  it('a body of exactly the limit is kept', async () => {
+    const outcome = await run(request('/bytes/1000'), { ...opts, maxResponseBytes: 1000 });
+    expect(outcome).toMatchObject({ status_code: 200, error_msg: null });
+    expect(outcome.content?.length).toBe(1000);
+  });
+});
+
+describe('execute in workerd: failures', () => {
+  it('a body over the limit → error outcome, status kept, no content', async () => {
+    const outcome = await run(request('/bytes/1001'), { ...opts, maxResponseBytes: 1000 });
+    expect(outcome).toMatchObject({ status_code: 200, content: null, content_base64: null, timed_out: false });
+    expect(outcome.error_msg).toBe('response body exceeds the 1000-byte limit (pg-net-edge MAX_RESPONSE_BYTES)');
+  });
+
+  it('a streamed body far over the limit is cut off too', async () => {
+    const outcome = await run(request('/bytes/5000000'), { ...opts, maxResponseBytes: 100_000 });
+    expect(outcome.status_code).toBe(200);
+    expect(outcome.error_msg).toMatch(/exceeds the 100000-byte limit/);
+  });
+
+  it('delay beyond the timeout → timed_out with pg_net’s message', async () => {
+    const outcome = await run(request('/delay/3000', { timeout_milliseconds: 200 }));
+    expect(outcome).toMatchObject({ status_code: null, timed_out: true, content: null });
+    expect(outcome.error_msg).toMatch(/^Timeout of 200 ms reached/);
+  });
+
+  it('refused connection (closed port)', async () => {
+    const outcome = await run(request(`http://127.0.0.1:${closedPort}/`));
+    // workerd does not tell refused apart from other lost connections.
+    expectFailure(outcome, /^connection failed: Network connection lost\./);
+  });
+
+  it('connection dropped before headers', async () => {
+    expectFailure(await run(request('/drop')), /^connection failed: Network connection lost\./);
+  });
+
+  it('connection reset (TCP RST)', async () => {
+    expectFailure(await run(request('/reset')), /^connection failed: Network connection lost\./);
+  });
+
+  it('malformed HTTP reply', async () => {
+    expectFailure(await run(request('/malformed')), /^request failed: .*internal error.*malformed HTTP reply/);
+  });
+
+  it('unknown host (DNS fails)', async () => {
+    expectFailure(await run(request('http://nonexistent.invalid/')), /^request failed: .*DNS lookup failure/);
+  });
+
+  it('too many redirects → a short, clear message', async () => {
+    const outcome = await run(request('/redirect/30'));
+    expectFailure(outcome, /^too many redirects starting at http:\/\/127\.0\.0\.1:\d+\/redirect\/30$/);
+  });
+
+  it('a redirect to a non-http scheme fails clearly', async () => {
+    const outcome = await run(request(`/redirect-to?url=${encodeURIComponent('ftp://example.invalid/x')}`));
+    expectFailure(outcome, /^request failed: .*ftp:\/\/example\.invalid\/x/);
+  });
+
+  it('one failure does not disturb concurrent requests', async () => {
+    const outcomes = await Promise.all([
+      run(request('/drop')),
+      run(request('/status/201')),
+      run(request('/delay/2000', { timeout_milliseconds: 100 })),
+      run(request('/echo/together')),
+    ]);
+    expect(outcomes.map((o) => [o.status_code, o.timed_out, o.error_msg === null])).toEqual([
+      [null, false, false],
+      [201, false, true],
+      [null, true, false],
+      [200, false, true],
+    ]);
+  });
+});
+
+describe('execute in workerd: invalid rows → invalid request outcomes (nothing sent)', () => {
+  const cases: [string, Partial<QueuedRequest>, RegExp][] = [
+    ['unknown method', { method: 'FETCH' }, /^invalid request: method "FETCH"/],
+    ['CONNECT', { method: 'CONNECT' }, /^invalid request: method "CONNECT"/],
+    ['empty method', { method: '' }, /^invalid request: method ""/],
+    ['relative url', { url: '/echo/relative' }, /^invalid request: url "\/echo\/relative" is not an absolute URL/],
+    ['ftp url', { url: 'ftp://127.0.0.1/x' }, /^invalid request: url "ftp:\/\/127\.0\.0\.1\/x" is not http or https/],
+    ['headers array', { headers: ['a'] as unknown as Record<string, unknown> }, /^invalid request: headers must be a JSON object/],
+    ['headers string', { headers: 'x' as unknown as Record<string, unknown> }, /^invalid request: headers must be a JSON object/],
+    ['nested header value', { headers: { 'X-A': { b: 1 } } }, /^invalid request: header "X-A" must have a scalar value/],
+    ['bad header name', { headers: { 'bad name': 'x' } }, /^invalid request: header "bad name"/],
+    ['zero timeout', { timeout_milliseconds: 0 }, /^invalid request: timeout_milliseconds 0 is not a positive integer/],
+    ['fractional timeout', { timeout_milliseconds: 1.5 }, /^invalid request: timeout_milliseconds 1.5/],
+  ];
+  it.each(cases)('%s', async (_name, overrides, pattern) => {
+    const key = `/hits/execute-invalid/${next}`;
+    const req = request(key, overrides);
+    const outcome = await run(req);
+    expect(outcome.id).toBe(req.id);
+    expectFailure(outcome, pattern);
+    const hits = (await (await fetch(`${target}/__hits?prefix=${key}`)).json()) as Record<string, number>;
+    expect(hits).toEqual({});
+  });
+
+  it('a null header value means no such header', async () => {
+    const echo = echoOf(await run(request('/echo/nullheader', { headers: { 'X-Gone': null, 'X-Kept': 'k' } })));
+    expect(echo.headers['x-gone']).toBeUndefined();
+    expect(echo.headers['x-kept']).toBe('k');
+  });
+
+  it('a fetch that throws synchronously still yields an outcome', async () => {
+    const throwing = (() => {
+      throw new Error('boom');
+    }) as unknown as typeof fetch;
+    const outcome = await execute(request('/echo/x'), throwing, opts);
+    expectFailure(outcome, /^request failed: boom$/);
+  });
+});
+
+describe('decodeBody', () => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  it('empty → both null', () => {
+    expect(decodeBody(new Uint8Array(0))).toEqual({ content: null, content_base64: null });
+  });
+  it('UTF-8 text → content', () => {
+    expect(decodeBody(enc('héllo ✓ 😀'))).toEqual({ content: 'héllo ✓ 😀', content_base64: null });
+  });
+  it('invalid UTF-8 → exact bytes as base64', () => {
+    expect(decodeBody(Uint8Array.from([0x61, 0xc3, 0x28]))).toEqual({ content: null, content_base64: 'YcMo' });
+  });
+  it('a truncated multi-byte sequence at the end is not valid text', () => {
+    expect(decodeBody(Uint8Array.from([0x61, 0xe2, 0x82])).content).toBeNull();
+  });
+  it('NUL → base64', () => {
+    expect(decodeBody(Uint8Array.from([0x61, 0x00, 0x62]))).toEqual({ content: null, content_base64: 'YQBi' });
+  });
+  it('a BOM is kept, so content is the exact body', () => {
+    expect(decodeBody(Uint8Array.from([0xef, 0xbb, 0xbf, 0x61])).content).toBe('\ufeffa');
+  });
+  it('large binary bodies round-trip through base64', () => {
+    const bytes = new Uint8Array(300_000).map((_, i) => (i * 7 + 3) & 0xff);
+    const { content, content_base64 } = decodeBody(bytes);
+    expect(content).toBeNull();
+    const back = Uint8Array.from(atob(content_base64 ?? ''), (c) => c.charCodeAt(0));
+    expect(back).toEqual(bytes);
+  });
+});
