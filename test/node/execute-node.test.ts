@@ -68,6 +68,11 @@ describe('execute in Node', () => {
     expect(outcome).toMatchObject({ status_code: null, timed_out: true, error_msg: 'Timeout of 100 ms reached' });
   });
 
+  it('timeout during the body read', async () => {
+    const outcome = await run(request('/slow-body/3000', { timeout_milliseconds: 100 }));
+    expect(outcome).toMatchObject({ status_code: null, timed_out: true, error_msg: 'Timeout of 100 ms reached' });
+  });
+
   it('refused connection says so', async () => {
     expectFailure(await run(request(`http://127.0.0.1:${closedPort}/`)), /^connection refused: .*ECONNREFUSED/);
   });

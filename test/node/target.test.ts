@@ -81,6 +81,17 @@ describe('loopback target', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
   });
 
+  it('/slow-body/<ms> sends headers and a first chunk at once, the rest after the delay', async () => {
+    const res = await fetch(`${target.url}/slow-body/100`);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toBe('start ');
+    let rest = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += new TextDecoder().decode(r.value);
+    expect(rest).toBe('end');
+  });
+
   it('/drop closes the connection without a byte of reply', async () => {
     const { data } = await raw('/drop');
     expect(data).toBe('');

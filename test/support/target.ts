@@ -102,6 +102,24 @@ export async function startTarget(): Promise<Target> {
       return;
     }
 
+    const slowBody = /^\/slow-body\/(\d+)$/.exec(path);
+    if (slowBody) {
+      // Headers and the first bytes at once, the rest after ms: for timeouts during the body read.
+      const ms = Number(slowBody[1]);
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.write('start ');
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        if (!res.destroyed) res.end('end');
+      }, ms);
+      timers.add(timer);
+      res.on('close', () => {
+        clearTimeout(timer);
+        timers.delete(timer);
+      });
+      return;
+    }
+
     if (path === '/drop') {
       req.socket.destroy();
       return;

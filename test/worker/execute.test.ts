@@ -191,6 +191,17 @@ describe('execute in workerd: failures', () => {
     expect(outcome.error_msg).toMatch(/^Timeout of 200 ms reached/);
   });
 
+  it('the timeout covers the body read too (headers arrived in time, body did not)', async () => {
+    const outcome = await run(request('/slow-body/3000', { timeout_milliseconds: 200 }));
+    expect(outcome).toMatchObject({ status_code: null, timed_out: true, content: null, content_base64: null });
+    expect(outcome.error_msg).toMatch(/^Timeout of 200 ms reached/);
+  });
+
+  it('a slow body within the timeout is read whole', async () => {
+    const outcome = await run(request('/slow-body/50', { timeout_milliseconds: 5000 }));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'start end', timed_out: false });
+  });
+
   it('refused connection (closed port)', async () => {
     const outcome = await run(request(`http://127.0.0.1:${closedPort}/`));
     // workerd does not tell refused apart from other lost connections.
