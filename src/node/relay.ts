@@ -1,0 +1,236 @@
+// The nudge relay (SPEC §4): LISTEN on pg_net_edge_wake and POST the Worker's /nudge, so a
+// committed request is sent in milliseconds instead of at the next cron tick.
+//
+// Why not postgres.js's sql.listen(): on a lost connection it re-issues LISTEN once, at once, and
+// if that attempt fails (database still restarting) the listener is silently dropped
+// (`.catch(() => {})` in postgres/src/index.js) — the relay would go deaf forever. So the relay
+// owns its session: one single-connection client per attempt, `onnotify`/`onclose` hooks, and its
+// own backoff loop (250 ms doubling to 10 s) that keeps trying until stop().
+import postgres from 'postgres';
+
+export const CHANNEL = 'pg_net_edge_wake';
+
+export interface RelayOptions {
+  databaseUrl: string;
+  nudgeUrl: string;
+  secret: string;
+  log?: (line: string) => void;
+  /** First retry delay; doubles up to maxBackoffMs. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** How often the idle session is pinged, to notice a half-open connection. */
+  pingMs?: number;
+}
+
+export interface RelayStats {
+  listening: boolean;
+  /** Successful LISTENs, the first one included. */
+  listens: number;
+  notifications: number;
+  nudgesSent: number;
+  nudgesFailed: number;
+  lastError: string | null;
+}
+
+export interface Relay {
+  stop(): Promise<void>;
+  stats: RelayStats;
+  /** Resolves once the first LISTEN is in place (it never rejects: failures are retried). */
+  ready: Promise<void>;
+}
+
+/** Connection string with the password replaced, safe to print. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function startRelay(options: RelayOptions): Relay {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const minBackoff = options.minBackoffMs ?? 250;
+  const maxBackoff = options.maxBackoffMs ?? 10_000;
+  const pingMs = options.pingMs ?? 30_000;
+  const stats: RelayStats = {
+    listening: false,
+    listens: 0,
+    notifications: 0,
+    nudgesSent: 0,
+    nudgesFailed: 0,
+    lastError: null,
+  };
+  // Errors can quote what they failed on; keep the secret out of every log line. (Database
+  // errors never quote the password, and scrubbing it would mangle lines when it is "postgres".)
+  const scrub = (text: string) =>
+    options.secret.length >= 4 ? text.split(options.secret).join('***') : text;
+  const say = (line: string) => log(`relay: ${scrub(line)}`);
+
+  const stopping = new AbortController();
+  const sleep = (ms: number) =>
+    new Promise<void>((done) => {
+      if (stopping.signal.aborted) return done();
+      const timer = setTimeout(finish, ms);
+      function finish() {
+        clearTimeout(timer);
+        stopping.signal.removeEventListener('abort', finish);
+        done();
+      }
+      stopping.signal.addEventListener('abort', finish, { once: true });
+    });
+
+  // ---- nudging: at most one POST in flight and one pending ----
+  let pending = false;
+  let sending: Promise<void> | null = null;
+
+  function nudge(): void {
+    pending = true;
+    if (!sending) sending = sendLoop().finally(() => (sending = null));
+  }
+
+  async function sendLoop(): Promise<void> {
+    while (pending && !stopping.signal.aborted) await postWithRetry();
+  }
+
+  async function postWithRetry(): Promise<void> {
+    let delay = minBackoff;
+    for (;;) {
+      // Any notification that arrived before this attempt starts is covered by it: the drain it
+      // triggers sees every transaction committed so far.
+      pending = false;
+      let retry = false;
+      try {
+        const response = await fetch(options.nudgeUrl, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${options.secret}` },
+          signal: AbortSignal.any([stopping.signal, AbortSignal.timeout(10_000)]),
+        });
+        await response.body?.cancel();
+        if (response.ok) {
+          stats.nudgesSent++;
+          return;
+        }
+        stats.nudgesFailed++;
+        if (response.status === 401 || response.status === 403) {
+          stats.lastError = `nudge rejected with ${response.status}`;
+          say(
+            `nudge rejected with ${response.status}: secret mismatch — the relay's secret must equal the Worker's NUDGE_SECRET (the cron still drains every minute)`,
+          );
+          return; // retrying cannot fix a wrong secret
+        }
+        stats.lastError = `nudge answered ${response.status}`;
+        if (response.status < 500 && response.status !== 429) {
+          say(`nudge answered ${response.status} ${response.statusText}; is ${redactUrl(options.nudgeUrl)} the Worker's /nudge?`);
+          return;
+        }
+        retry = true;
+      } catch (error) {
+        if (stopping.signal.aborted) return;
+        stats.nudgesFailed++;
+        stats.lastError = message(error);
+        retry = true;
+      }
+      if (!retry || stopping.signal.aborted) return;
+      say(`nudge failed (${stats.lastError}); retrying in ${delay} ms`);
+      await sleep(delay);
+      if (stopping.signal.aborted) return;
+      delay = Math.min(delay * 2, maxBackoff);
+    }
+  }
+
+  // ---- listening: one session at a time, reconnected with backoff ----
+  let session: postgres.Sql | null = null;
+  let lost: (() => void) | null = null;
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((done) => (markReady = done));
+
+  async function listenLoop(): Promise<void> {
+    let delay = minBackoff;
+    while (!stopping.signal.aborted) {
+      const closed = new Promise<void>((done) => (lost = done));
+      const clientOptions = {
+        max: 1,
+        max_lifetime: null, // idle_timeout defaults to none: the session must stay open
+        connect_timeout: 10,
+        fetch_types: false,
+        onnotice: () => {},
+        // Not in postgres.js's typings, but read by its connection (NotificationResponse).
+        onnotify: (channel: string) => {
+          if (channel !== CHANNEL) return;
+          stats.notifications++;
+          nudge();
+        },
+        onclose: () => lost?.(),
+        connection: { application_name: 'pg-net-edge relay' },
+      };
+      const sql = postgres(options.databaseUrl, clientOptions);
+      session = sql;
+      try {
+        await sql.unsafe(`listen "${CHANNEL}"`);
+        stats.listening = true;
+        stats.listens++;
+        say(stats.listens === 1 ? `listening on ${CHANNEL}` : `reconnected; listening on ${CHANNEL} again`);
+        delay = minBackoff;
+        markReady();
+        // Notifications sent while we were not listening are gone: nudge once to cover them.
+        nudge();
+        await Promise.race([closed, pingUntilBroken(sql)]);
+        if (stopping.signal.aborted) break;
+        stats.listening = false;
+        stats.lastError = 'database connection lost';
+        say(`database connection lost; reconnecting in ${delay} ms`);
+      } catch (error) {
+        if (stopping.signal.aborted) break;
+        stats.listening = false;
+        stats.lastError = message(error);
+        say(`cannot LISTEN (${message(error)}); retrying in ${delay} ms`);
+      }
+      lost = null;
+      session = null;
+      void sql.end({ timeout: 0 }).catch(() => {});
+      await sleep(delay);
+      delay = Math.min(delay * 2, maxBackoff);
+    }
+  }
+
+  // TCP keepalive alone can take minutes to notice a dead peer; a cheap ping bounds it.
+  async function pingUntilBroken(sql: postgres.Sql): Promise<void> {
+    for (;;) {
+      await sleep(pingMs);
+      if (stopping.signal.aborted) return;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          sql`select 1`,
+          new Promise((_, fail) => (timer = setTimeout(() => fail(new Error('ping timed out')), 10_000))),
+        ]);
+      } catch {
+        return;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  }
+
+  const looping = listenLoop().catch((error: unknown) => say(`stopped unexpectedly: ${message(error)}`));
+
+  return {
+    stats,
+    ready,
+    async stop() {
+      stopping.abort();
+      lost?.();
+      markReady();
+      const current = session;
+      await Promise.allSettled([looping, sending ?? Promise.resolve(), current?.end({ timeout: 1 })]);
+      stats.listening = false;
+    },
+  };
+}
