@@ -1,0 +1,68 @@
+// Claim: lease up to maxRows free queue rows in one short statement (net._claim does the
+// FOR UPDATE SKIP LOCKED + lease stamp), so no transaction stays open while we fetch.
+import type postgres from 'postgres';
+import type { QueuedRequest } from './types.ts';
+
+export interface ClaimOptions {
+  /** Added to each request's timeout to make its lease. */
+  leaseMarginMs: number;
+  /** Only claim requests whose timeout is at most this (null: any). */
+  maxTimeoutMs: number | null;
+}
+
+/**
+ * A claimed request. `invalid` is set when the row can't be executed as stored (e.g. a
+ * hand-inserted row whose headers are not a JSON object): the drain records an error for it
+ * instead of fetching, so it never stalls the queue.
+ */
+export interface ClaimedRequest extends QueuedRequest {
+  invalid?: string;
+}
+
+interface ClaimRow {
+  id: string;
+  method: string | null;
+  url: string | null;
+  headers: unknown;
+  body: Uint8Array | null;
+  timeout_milliseconds: number | string | null;
+  attempts: number | string | null;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export async function claim(
+  sql: postgres.Sql,
+  owner: string,
+  maxRows: number,
+  opts: ClaimOptions,
+): Promise<ClaimedRequest[]> {
+  if (maxRows <= 0) return [];
+  const maxTimeout = opts.maxTimeoutMs === null ? null : Math.max(0, Math.floor(opts.maxTimeoutMs));
+  // id as text: bigint ids can exceed 2^53.
+  const rows = await sql<ClaimRow[]>`
+    select id::text as id, method, url, headers, body, timeout_milliseconds, attempts
+    from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout})`;
+  return rows.map((row) => {
+    const problems: string[] = [];
+    if (!isObject(row.headers) && row.headers !== null) problems.push('headers is not a JSON object');
+    if (typeof row.method !== 'string' || row.method === '') problems.push('method is empty');
+    if (typeof row.url !== 'string' || row.url === '') problems.push('url is empty');
+    const timeout = Number(row.timeout_milliseconds);
+    if (!Number.isFinite(timeout) || timeout <= 0) problems.push('timeout_milliseconds is not positive');
+    const request: ClaimedRequest = {
+      id: row.id,
+      method: row.method ?? '',
+      url: row.url ?? '',
+      headers: isObject(row.headers) ? row.headers : {},
+      // postgres.js hands bytea back as a Buffer; keep the core on plain Uint8Array.
+      body: row.body === null ? null : new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength),
+      timeout_milliseconds: Number.isFinite(timeout) && timeout > 0 ? timeout : 1,
+      attempts: Number(row.attempts ?? 0),
+    };
+    if (problems.length > 0) request.invalid = `unprocessable queue row: ${problems.join(', ')}`;
+    return request;
+  });
+}

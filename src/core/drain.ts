@@ -1,0 +1,380 @@
+// The drain: a sliding window over the queue. Up to `concurrency` requests are in flight; as
+// slots free up more rows are claimed (one claim statement at a time); finished outcomes are
+// buffered and recorded in bulk (one record statement at a time) on a short timer, so a slow
+// request never holds back the recording of fast ones. No transaction is open while fetching.
+// If the database goes away, the drain stops and leaves its rows leased: they are claimed again
+// after the lease expires (at-least-once, never lost).
+import type postgres from 'postgres';
+import { claim, type ClaimedRequest } from './claim.ts';
+import { execute } from './execute.ts';
+import { record } from './record.ts';
+import type { DrainOptions, DrainStats, Outcome } from './types.ts';
+
+export interface DrainExtras {
+  /** Lease owner; default crypto.randomUUID(). */
+  owner?: string;
+  /** Write net._heartbeat(stats) at the end (best effort). Default true. */
+  heartbeat?: boolean;
+  /**
+   * Time kept free before hardLimitMs to record a request's outcome: a request is claimed only
+   * if now + its timeout + this fits before the hard limit. Default 5000.
+   */
+  recordSlackMs?: number;
+  /** Retries of a failing claim/record before the drain gives up on the database. Default 4. */
+  retries?: number;
+  /** First retry delay, doubled each time. Default 200 ms. */
+  retryBaseMs?: number;
+}
+
+/** Flush when this many outcomes are buffered… */
+const FLUSH_COUNT = 100;
+/** …or this much content is buffered… (or flushMs after the oldest unflushed one). */
+const FLUSH_BYTES = 4 * 1024 * 1024;
+/** Largest single record statement. */
+const RECORD_MAX_COUNT = 1000;
+const RECORD_MAX_BYTES = 8 * 1024 * 1024;
+/** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
+const MAX_BUFFERED = 5000;
+
+type EmptyState = 'no' | 'suspected' | 'confirmed';
+
+export function errorOutcome(id: string, message: string): Outcome {
+  return {
+    id,
+    status_code: null,
+    content_type: null,
+    headers: null,
+    content: null,
+    content_base64: null,
+    timed_out: false,
+    error_msg: message,
+  };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** SQLSTATE classes where retrying the same data can't help (data exception, constraint, limits). */
+function isDataError(error: unknown): boolean {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+}
+
+function outcomeSize(outcome: Outcome): number {
+  let size = 200 + (outcome.content?.length ?? 0) + (outcome.content_base64?.length ?? 0);
+  if (outcome.headers) for (const [k, v] of Object.entries(outcome.headers)) size += k.length + v.length;
+  return size;
+}
+
+export class Drain {
+  readonly owner: string;
+  private readonly sql: postgres.Sql;
+  private readonly fetchFn: typeof fetch;
+  private readonly opts: DrainOptions;
+  private readonly heartbeat: boolean;
+  private readonly slackMs: number;
+  private readonly retries: number;
+  private readonly retryBaseMs: number;
+
+  private started = 0;
+  private startedIso = '';
+  private running: Promise<DrainStats> | null = null;
+  /** Set synchronously when the drain will claim no more (poke can't revive it). */
+  private closed = false;
+
+  private inFlight = 0;
+  private claimInFlight = false;
+  private recordInFlight = false;
+  private buffer: Outcome[] = [];
+  private bufferBytes = 0;
+  private oldestBufferedAt = 0;
+
+  private empty: EmptyState = 'no';
+  private pokes = 0;
+  private claimFailures = 0;
+  private claimRetryAt = 0;
+  private recordFailures = 0;
+  private recordRetryAt = 0;
+  private databaseDown = false;
+
+  private claimed = 0;
+  private recorded = 0;
+  private errors = 0;
+  private lastError: string | undefined;
+
+  private dirty = false;
+  private wake: (() => void) | null = null;
+
+  constructor(sql: postgres.Sql, fetchFn: typeof fetch, opts: DrainOptions, extras: DrainExtras = {}) {
+    this.sql = sql;
+    this.fetchFn = fetchFn;
+    this.opts = opts;
+    this.owner = extras.owner ?? crypto.randomUUID();
+    this.heartbeat = extras.heartbeat ?? true;
+    this.slackMs = extras.recordSlackMs ?? 5000;
+    this.retries = extras.retries ?? 4;
+    this.retryBaseMs = extras.retryBaseMs ?? 200;
+  }
+
+  /** Runs the drain once; calling again returns the same result. */
+  run(): Promise<DrainStats> {
+    this.running ??= this.loop();
+    return this.running;
+  }
+
+  /**
+   * New work may have been queued: claim again even if the queue looked empty. Returns false
+   * when this drain will claim nothing more (finished, out of budget, database down) — then
+   * the caller should start a new drain instead.
+   */
+  poke(): boolean {
+    if (this.closed || this.databaseDown) return false;
+    if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
+    this.pokes++;
+    this.empty = 'no';
+    this.signal();
+    return true;
+  }
+
+  private signal(): void {
+    this.dirty = true;
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private async sleep(ms: number | null): Promise<void> {
+    if (!this.dirty) {
+      await new Promise<void>((resolve) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        this.wake = () => {
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        if (ms !== null) {
+          timer = setTimeout(() => {
+            this.wake = null;
+            resolve();
+          }, Math.max(0, ms));
+        }
+      });
+    }
+    this.dirty = false;
+  }
+
+  /** Could this drain still claim (ignoring a claim in flight or a pending retry)? */
+  private claimPossible(now: number): boolean {
+    if (this.databaseDown) return false;
+    const elapsed = now - this.started;
+    if (elapsed >= this.opts.budgetMs) return false;
+    if (this.opts.hardLimitMs - elapsed - this.slackMs <= 0) return false;
+    if (this.empty === 'confirmed') return false;
+    return true;
+  }
+
+  private mayClaimNow(now: number): boolean {
+    if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
+    if (this.inFlight >= this.opts.concurrency || this.buffer.length >= MAX_BUFFERED) return false;
+    // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure.
+    if (this.empty === 'suspected' && this.inFlight > 0) return false;
+    return true;
+  }
+
+  private backoff(failures: number): number {
+    return this.retryBaseMs * 2 ** Math.max(0, failures - 1);
+  }
+
+  private startClaim(now: number): void {
+    const elapsed = now - this.started;
+    const want = Math.min(this.opts.concurrency - this.inFlight, this.opts.batchSize);
+    const maxTimeoutMs = this.opts.hardLimitMs - elapsed - this.slackMs;
+    const idleAtIssue = this.inFlight === 0;
+    const pokesAtIssue = this.pokes;
+    this.claimInFlight = true;
+    claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs })
+      .then(
+        (rows) => {
+          this.claimFailures = 0;
+          this.claimed += rows.length;
+          for (const row of rows) this.launch(row);
+          if (this.pokes !== pokesAtIssue) {
+            // A nudge arrived while claiming: this claim may predate the new rows.
+            this.empty = 'no';
+          } else if (rows.length < want) {
+            this.empty = rows.length === 0 && idleAtIssue ? 'confirmed' : 'suspected';
+          } else {
+            this.empty = 'no';
+          }
+        },
+        (error: unknown) => {
+          this.claimFailures++;
+          this.lastError = `claim: ${messageOf(error)}`;
+          const delay = this.backoff(this.claimFailures);
+          const at = Date.now() + delay;
+          if (this.claimFailures > this.retries || at - this.started >= this.opts.budgetMs) {
+            this.databaseDown = true;
+          } else {
+            this.claimRetryAt = at;
+          }
+        },
+      )
+      .finally(() => {
+        this.claimInFlight = false;
+        this.signal();
+      });
+  }
+
+  private launch(request: ClaimedRequest): void {
+    this.inFlight++;
+    const done: Promise<Outcome> = request.invalid
+      ? Promise.resolve(errorOutcome(request.id, request.invalid))
+      : execute(request, this.fetchFn, {
+          maxResponseBytes: this.opts.maxResponseBytes,
+          userAgent: this.opts.userAgent,
+        }).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
+    void done.then((outcome) => {
+      this.inFlight--;
+      if (outcome.error_msg !== null) this.errors++;
+      if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
+      this.buffer.push(outcome);
+      this.bufferBytes += outcomeSize(outcome);
+      this.signal();
+    });
+  }
+
+  private flushDue(now: number): boolean {
+    if (this.recordInFlight || this.buffer.length === 0 || now < this.recordRetryAt) return false;
+    // Once the database has failed us, each record gets one attempt as soon as possible.
+    if (this.databaseDown) return true;
+    if (this.buffer.length >= FLUSH_COUNT || this.bufferBytes >= FLUSH_BYTES) return true;
+    if (now - this.oldestBufferedAt >= this.opts.flushMs) return true;
+    // Nothing else is coming soon: don't sit on what we have.
+    return this.inFlight === 0 && !this.claimInFlight;
+  }
+
+  private takeChunk(): Outcome[] {
+    let count = 0;
+    let bytes = 0;
+    while (count < this.buffer.length && count < RECORD_MAX_COUNT) {
+      const size = outcomeSize(this.buffer[count]!);
+      if (count > 0 && bytes + size > RECORD_MAX_BYTES) break;
+      bytes += size;
+      count++;
+    }
+    const chunk = this.buffer.splice(0, count);
+    this.bufferBytes -= bytes;
+    if (this.buffer.length > 0) this.oldestBufferedAt = Date.now();
+    return chunk;
+  }
+
+  private startRecord(): void {
+    const chunk = this.takeChunk();
+    this.recordInFlight = true;
+    this.recordChunk(chunk)
+      .catch((error: unknown) => {
+        this.recordFailures++;
+        this.lastError = `record: ${messageOf(error)}`;
+        const delay = this.backoff(this.recordFailures);
+        const at = Date.now() + delay;
+        if (
+          this.databaseDown ||
+          this.recordFailures > this.retries ||
+          at - this.started >= this.opts.hardLimitMs - this.slackMs
+        ) {
+          // Give up: these rows stay leased and are claimed again after the lease expires.
+          this.databaseDown = true;
+        } else {
+          this.buffer.unshift(...chunk);
+          for (const outcome of chunk) this.bufferBytes += outcomeSize(outcome);
+          this.oldestBufferedAt = 0;
+          this.recordRetryAt = at;
+        }
+      })
+      .finally(() => {
+        this.recordInFlight = false;
+        this.signal();
+      });
+  }
+
+  private async recordChunk(chunk: Outcome[]): Promise<void> {
+    try {
+      this.recorded += await record(this.sql, this.owner, chunk);
+      this.recordFailures = 0;
+      return;
+    } catch (error) {
+      if (!isDataError(error)) throw error;
+      this.lastError = `record: ${messageOf(error)}`;
+    }
+    // One outcome the database refuses (e.g. a value it can't store) must not block the others:
+    // record them one by one and store an error in place of any that still fail.
+    for (const outcome of chunk) {
+      try {
+        this.recorded += await record(this.sql, this.owner, [outcome]);
+      } catch (error) {
+        if (!isDataError(error)) throw error;
+        const replacement = errorOutcome(outcome.id, `could not store the response: ${messageOf(error)}`);
+        this.recorded += await record(this.sql, this.owner, [replacement]);
+        if (outcome.error_msg === null) this.errors++;
+      }
+    }
+    this.recordFailures = 0;
+  }
+
+  private nextTimer(now: number): number | null {
+    let next = Infinity;
+    if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = this.claimRetryAt;
+    if (!this.recordInFlight && this.buffer.length > 0) {
+      next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));
+    }
+    if (next === Infinity) {
+      // Something in flight will signal; a slow tick only guards against a missed wake-up.
+      return this.inFlight > 0 || this.claimInFlight || this.recordInFlight ? 1000 : 0;
+    }
+    return Math.max(0, next - now);
+  }
+
+  private async loop(): Promise<DrainStats> {
+    this.started = Date.now();
+    this.startedIso = new Date(this.started).toISOString();
+    for (;;) {
+      this.dirty = false;
+      const now = Date.now();
+      if (this.mayClaimNow(now)) this.startClaim(now);
+      if (this.flushDue(now)) this.startRecord();
+      const busy = this.claimInFlight || this.recordInFlight || this.inFlight > 0 || this.buffer.length > 0;
+      if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) break;
+      await this.sleep(this.nextTimer(Date.now()));
+    }
+    this.closed = true;
+
+    const stats: DrainStats = {
+      owner: this.owner,
+      started: this.startedIso,
+      duration_ms: Date.now() - this.started,
+      claimed: this.claimed,
+      recorded: this.recorded,
+      errors: this.errors,
+      stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
+    };
+    if (this.lastError !== undefined) stats.last_error = this.lastError;
+    if (this.heartbeat && !this.databaseDown) {
+      try {
+        await this.sql`select net._heartbeat(${JSON.stringify(stats)}::jsonb)`;
+      } catch (error) {
+        stats.last_error ??= `heartbeat: ${messageOf(error)}`;
+      }
+    }
+    return stats;
+  }
+}
+
+/** One drain, start to finish (for callers that don't need poke()). */
+export function drain(
+  sql: postgres.Sql,
+  fetchFn: typeof fetch,
+  opts: DrainOptions,
+  extras: DrainExtras = {},
+): Promise<DrainStats> {
+  return new Drain(sql, fetchFn, opts, extras).run();
+}

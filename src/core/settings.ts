@@ -1,0 +1,121 @@
+// Effective drain settings: the database's pg_net.* settings (net._config()) overlaid with the
+// Worker's variables. Parsing is a pure function so bad configuration fails loudly and testably.
+import type postgres from 'postgres';
+
+/** Worker variables (all strings, as wrangler delivers them); unset or empty = not overridden. */
+export interface SettingVars {
+  BATCH_SIZE?: string | undefined;
+  TTL?: string | undefined;
+  CONCURRENCY?: string | undefined;
+  MAX_RESPONSE_BYTES?: string | undefined;
+  LEASE_MARGIN_MS?: string | undefined;
+  DRAIN_BUDGET_MS?: string | undefined;
+  USER_AGENT?: string | undefined;
+  FLUSH_MS?: string | undefined;
+}
+
+/** What net._config() returns (unknown until checked: it comes from the database). */
+export interface DatabaseConfig {
+  ttl?: unknown;
+  batch_size?: unknown;
+}
+
+export interface Settings {
+  /** PostgreSQL interval text, e.g. '6 hours'. */
+  ttl: string;
+  batchSize: number;
+  concurrency: number;
+  maxResponseBytes: number;
+  leaseMarginMs: number;
+  /** Overrides the caller's default drain budget when set. */
+  drainBudgetMs: number | null;
+  userAgent: string;
+  flushMs: number;
+}
+
+export const DEFAULTS = {
+  ttl: '6 hours',
+  batchSize: 200,
+  concurrency: 32,
+  maxResponseBytes: 2_097_152,
+  leaseMarginMs: 30_000,
+  userAgent: 'pg-net-edge/0.1',
+  flushMs: 5,
+} as const;
+
+export class SettingsError extends Error {
+  override name = 'SettingsError';
+}
+
+function integer(name: string, raw: string, min: number, max: number): number {
+  const text = raw.trim();
+  if (!/^\d+$/.test(text)) {
+    throw new SettingsError(`${name} must be a whole number between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+  }
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new SettingsError(`${name} must be a whole number between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function given(raw: string | undefined): raw is string {
+  return raw !== undefined && raw.trim() !== '';
+}
+
+// A loose check only: PostgreSQL is the judge of interval syntax (loadSettings casts it), but
+// obvious garbage and SQL-looking text are rejected here with the variable's name.
+const INTERVAL_TEXT = /^[0-9a-zA-Z .:+-]+$/;
+
+/** Pure: database config + Worker variables → settings. Throws SettingsError naming the bad variable. */
+export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settings {
+  let ttl: string = DEFAULTS.ttl;
+  if (typeof config.ttl === 'string' && config.ttl.trim() !== '') ttl = config.ttl;
+  let batchSize: number = DEFAULTS.batchSize;
+  if (typeof config.batch_size === 'number' && Number.isSafeInteger(config.batch_size) && config.batch_size > 0) {
+    batchSize = config.batch_size;
+  }
+
+  if (given(vars.TTL)) {
+    const text = vars.TTL.trim();
+    if (!INTERVAL_TEXT.test(text) || !/\d/.test(text)) {
+      throw new SettingsError(`TTL must be a PostgreSQL interval such as "6 hours", got ${JSON.stringify(vars.TTL)}`);
+    }
+    ttl = text;
+  }
+  if (given(vars.BATCH_SIZE)) batchSize = integer('BATCH_SIZE', vars.BATCH_SIZE, 1, 100_000);
+
+  return {
+    ttl,
+    batchSize,
+    concurrency: given(vars.CONCURRENCY) ? integer('CONCURRENCY', vars.CONCURRENCY, 1, 10_000) : DEFAULTS.concurrency,
+    maxResponseBytes: given(vars.MAX_RESPONSE_BYTES)
+      ? integer('MAX_RESPONSE_BYTES', vars.MAX_RESPONSE_BYTES, 1, 1_073_741_824)
+      : DEFAULTS.maxResponseBytes,
+    leaseMarginMs: given(vars.LEASE_MARGIN_MS)
+      ? integer('LEASE_MARGIN_MS', vars.LEASE_MARGIN_MS, 0, 3_600_000)
+      : DEFAULTS.leaseMarginMs,
+    drainBudgetMs: given(vars.DRAIN_BUDGET_MS) ? integer('DRAIN_BUDGET_MS', vars.DRAIN_BUDGET_MS, 1, 900_000) : null,
+    userAgent: given(vars.USER_AGENT) ? vars.USER_AGENT.trim() : DEFAULTS.userAgent,
+    flushMs: given(vars.FLUSH_MS) ? integer('FLUSH_MS', vars.FLUSH_MS, 0, 60_000) : DEFAULTS.flushMs,
+  };
+}
+
+/** Reads net._config() (re-read every drain, so ALTER ROLE … SET + net.worker_restart() apply) and overlays vars. */
+export async function loadSettings(sql: postgres.Sql, vars: SettingVars): Promise<Settings> {
+  const rows = await sql<{ config: DatabaseConfig | null }[]>`select net._config() as config`;
+  const settings = parseSettings(rows[0]?.config ?? {}, vars);
+  if (given(vars.TTL)) {
+    // Let PostgreSQL judge the interval now, so a bad TTL fails here with its name, not mid-sweep.
+    try {
+      await sql`select ${settings.ttl}::interval`;
+    } catch (error) {
+      throw new SettingsError(`TTL is not a valid PostgreSQL interval: ${JSON.stringify(vars.TTL)} (${errorText(error)})`);
+    }
+  }
+  return settings;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
