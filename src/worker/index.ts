@@ -1,0 +1,291 @@
+// The Cloudflare Worker: crons drain the queue and sweep old responses; POST /nudge drains at
+// once (the relay calls it on NOTIFY); GET /health reports database and queue state.
+import { Hono } from 'hono';
+import postgres from 'postgres';
+import { Drain } from '../core/drain.ts';
+import { loadSettings, type Settings } from '../core/settings.ts';
+import { sweep } from '../core/sweep.ts';
+import type { DrainOptions, DrainStats } from '../core/types.ts';
+import type { Env, ExecutionContext, ScheduledController } from './env.ts';
+
+export type { Env, ExecutionContext, ScheduledController } from './env.ts';
+
+/** The cron that sweeps old responses; any other cron drains. */
+export const SWEEP_CRON = '*/5 * * * *';
+// A cron invocation may run for up to 15 minutes of wall time: claim for ~50 s (the next cron
+// comes after a minute), and only claim requests that can finish well before the end.
+const CRON_BUDGET_MS = 50_000;
+const CRON_HARD_LIMIT_MS = 14 * 60_000;
+// ctx.waitUntil after a response lives ~30 s.
+const NUDGE_BUDGET_MS = 20_000;
+const NUDGE_HARD_LIMIT_MS = 28_000;
+const SWEEP_BUDGET_MS = 25_000;
+const SWEEP_BATCH = 10_000;
+const HEALTH_TIMEOUT_MS = 12_000;
+
+const NOT_CONFIGURED = 'no database configured: bind HYPERDRIVE or set the DATABASE_URL secret (wrangler secret put DATABASE_URL)';
+
+function databaseUrl(env: Env): string | null {
+  return env.HYPERDRIVE?.connectionString || env.DATABASE_URL || null;
+}
+
+// One client per invocation; never sql.end() in workerd (the runtime closes the sockets, and
+// ending them ourselves surfaces an unhandled "Stream was cancelled" rejection).
+function connect(url: string): postgres.Sql {
+  return postgres(url, { max: 2, fetch_types: false, prepare: false, connect_timeout: 10, onnotice: () => {} });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function passwordsOf(url: string | undefined): string[] {
+  if (!url) return [];
+  try {
+    const password = new URL(url).password;
+    if (!password) return [];
+    let decoded = password;
+    try {
+      decoded = decodeURIComponent(password);
+    } catch {
+      // keep the raw form only
+    }
+    return [password, decoded];
+  } catch {
+    return [];
+  }
+}
+
+/** Removes credentials from text that leaves the Worker (responses, logs). */
+export function redact(text: string, env: Env): string {
+  let out = text.replace(/(:\/\/)[^\s/@]*@/g, '$1***@');
+  const secrets = [
+    env.NUDGE_SECRET,
+    ...passwordsOf(env.DATABASE_URL),
+    ...passwordsOf(env.HYPERDRIVE?.connectionString),
+  ];
+  for (const secret of secrets) {
+    // Very short values would mangle ordinary words and are not worth hiding from a message.
+    if (secret && secret.length >= 4) out = out.split(secret).join('***');
+  }
+  return out;
+}
+
+/** Constant-time comparison (time depends only on the lengths, never on where bytes differ). */
+export function safeEqual(given: string, expected: string): boolean {
+  const a = new TextEncoder().encode(given);
+  const b = new TextEncoder().encode(expected);
+  let diff = a.length ^ b.length;
+  const n = Math.max(a.length, b.length);
+  for (let i = 0; i < n; i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return diff === 0;
+}
+
+function log(line: Record<string, unknown>): void {
+  console.log(JSON.stringify(line));
+}
+
+/**
+ * A drain started (or about to start) in this isolate. Nudges arriving while it runs poke it
+ * instead of starting another: module-level, so it spans requests in the same isolate.
+ */
+class DrainRun {
+  drain: Drain | null = null;
+  done = false;
+  /** True if this run will still claim work queued before now. */
+  poke(): boolean {
+    if (this.done) return false;
+    // Still reading settings: its first claim comes later and will see the new rows.
+    if (this.drain === null) return true;
+    return this.drain.poke();
+  }
+}
+
+let current: DrainRun | null = null;
+
+function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number): DrainOptions {
+  return {
+    concurrency: settings.concurrency,
+    batchSize: settings.batchSize,
+    budgetMs,
+    hardLimitMs,
+    leaseMarginMs: settings.leaseMarginMs,
+    flushMs: settings.flushMs,
+    maxResponseBytes: settings.maxResponseBytes,
+    userAgent: settings.userAgent,
+  };
+}
+
+async function runDrain(env: Env, trigger: 'cron' | 'nudge', run: DrainRun): Promise<DrainStats | null> {
+  try {
+    const url = databaseUrl(env);
+    if (!url) {
+      log({ event: 'drain', trigger, error: NOT_CONFIGURED });
+      return null;
+    }
+    const sql = connect(url);
+    const settings = await loadSettings(sql, env);
+    const budgetMs =
+      trigger === 'cron'
+        ? Math.min(settings.drainBudgetMs ?? CRON_BUDGET_MS, CRON_HARD_LIMIT_MS - 60_000)
+        : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
+    const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
+    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs));
+    run.drain = drain;
+    const stats = await drain.run();
+    log({
+      event: 'drain',
+      trigger,
+      ...stats,
+      ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
+    });
+    return stats;
+  } catch (error) {
+    log({ event: 'drain', trigger, error: redact(messageOf(error), env) });
+    return null;
+  } finally {
+    run.done = true;
+    if (current === run) current = null;
+  }
+}
+
+async function runSweep(env: Env): Promise<number | null> {
+  const started = Date.now();
+  try {
+    const url = databaseUrl(env);
+    if (!url) {
+      log({ event: 'sweep', error: NOT_CONFIGURED });
+      return null;
+    }
+    const sql = connect(url);
+    const settings = await loadSettings(sql, env);
+    const deleted = await sweep(sql, settings.ttl, { batch: SWEEP_BATCH, budgetMs: SWEEP_BUDGET_MS });
+    log({ event: 'sweep', ttl: settings.ttl, deleted, duration_ms: Date.now() - started });
+    return deleted;
+  } catch (error) {
+    log({ event: 'sweep', error: redact(messageOf(error), env), duration_ms: Date.now() - started });
+    return null;
+  }
+}
+
+/** Starts a drain in the background unless one in this isolate can take the work; true if coalesced. */
+function startOrPoke(env: Env, ctx: ExecutionContext): boolean {
+  if (current?.poke()) return true;
+  const run = new DrainRun();
+  current = run;
+  ctx.waitUntil(runDrain(env, 'nudge', run));
+  return false;
+}
+
+type HealthFields = {
+  queue_depth: number | null;
+  in_flight: number | null;
+  oldest_queued_age_ms: number | null;
+  last_seen: string | null;
+  last_drain: unknown;
+  schema_version: number | null;
+};
+
+const NO_HEALTH: HealthFields = {
+  queue_depth: null,
+  in_flight: null,
+  oldest_queued_age_ms: null,
+  last_seen: null,
+  last_drain: null,
+  schema_version: null,
+};
+
+function isSqlState(error: unknown, classPrefix: string): boolean {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && code.startsWith(classPrefix);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const app = new Hono<{ Bindings: Env }>();
+
+app.get('/health', async (c) => {
+  const env = c.env;
+  const url = databaseUrl(env);
+  if (!url) return c.json({ ok: false, database: 'not configured', error: NOT_CONFIGURED, ...NO_HEALTH }, 503);
+  try {
+    const sql = connect(url);
+    const rows = await withTimeout(
+      sql<{ health: Partial<HealthFields> | null }[]>`select net._health() as health`,
+      HEALTH_TIMEOUT_MS,
+      'the database',
+    );
+    const h = rows[0]?.health ?? {};
+    return c.json(
+      {
+        ok: true,
+        database: 'ok',
+        queue_depth: h.queue_depth ?? null,
+        in_flight: h.in_flight ?? null,
+        oldest_queued_age_ms: h.oldest_queued_age_ms ?? null,
+        last_seen: h.last_seen ?? null,
+        last_drain: h.last_drain ?? null,
+        schema_version: h.schema_version ?? null,
+      },
+      200,
+    );
+  } catch (error) {
+    // Reachable but the schema is missing (undefined function/schema, class 42): say so.
+    const notInstalled = isSqlState(error, '42');
+    const detail = redact(messageOf(error), env);
+    return c.json(
+      {
+        ok: false,
+        database: notInstalled ? 'ok' : 'unreachable',
+        error: notInstalled ? `pg-net-edge is not installed in this database (${detail})` : detail,
+        ...NO_HEALTH,
+      },
+      503,
+    );
+  }
+});
+
+app.post('/nudge', (c) => {
+  const env = c.env;
+  if (!env.NUDGE_SECRET) {
+    return c.json(
+      { error: 'NUDGE_SECRET is not set: set it (wrangler secret put NUDGE_SECRET) to enable /nudge' },
+      503,
+    );
+  }
+  const header = c.req.header('Authorization') ?? '';
+  const token = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+  // Compare even when the header is malformed, so the timing says nothing about which check failed.
+  const authorized = safeEqual(token, env.NUDGE_SECRET) && token !== '';
+  if (!authorized) return c.json({ error: 'unauthorized' }, 401);
+  if (!databaseUrl(env)) return c.json({ error: NOT_CONFIGURED }, 503);
+  const coalesced = startOrPoke(env, c.executionCtx);
+  return c.json({ accepted: true, coalesced }, 202);
+});
+
+app.notFound((c) => c.json({ error: 'not found', endpoints: ['GET /health', 'POST /nudge'] }, 404));
+
+app.onError((error, c) => c.json({ error: redact(messageOf(error), c.env) }, 500));
+
+export default {
+  fetch(request: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> {
+    return app.fetch(request, env, ctx);
+  },
+
+  scheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): void {
+    if (controller.cron === SWEEP_CRON) {
+      ctx.waitUntil(runSweep(env));
+      return;
+    }
+    // The every-minute cron is the guarantee: always start a drain; later nudges may poke it.
+    const run = new DrainRun();
+    current = run;
+    ctx.waitUntil(runDrain(env, 'cron', run));
+  },
+};
