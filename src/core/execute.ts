@@ -224,9 +224,10 @@ export async function execute(request: QueuedRequest, fetchFn: typeof fetch, opt
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
       const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, content_type });
 
-      // A declared length over the limit fails without downloading anything.
+      // A declared length over the limit fails without downloading anything (a HEAD reply
+      // declares the length of a body it does not send, so it is exempt).
       const declared = Number(response.headers.get('content-length') ?? NaN);
-      if (Number.isFinite(declared) && declared > opts.maxResponseBytes) {
+      if (prepared.method !== 'HEAD' && Number.isFinite(declared) && declared > opts.maxResponseBytes) {
         response.body?.cancel().catch(() => {});
         return overLimit();
       }

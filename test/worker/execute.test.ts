@@ -179,6 +179,12 @@ describe('execute in workerd: failures', () => {
     expect(outcome.error_msg).toBe('response body exceeds the 1000-byte limit (pg-net-edge MAX_RESPONSE_BYTES)');
   });
 
+  it('HEAD of a large resource is not over the limit: no body is sent', async () => {
+    const outcome = await run(request('/bytes/5000', { method: 'HEAD' }), { ...opts, maxResponseBytes: 1000 });
+    expect(outcome).toMatchObject({ status_code: 200, content: null, error_msg: null });
+    expect(outcome.headers?.['content-length']).toBe('5000');
+  });
+
   it('a streamed body far over the limit is cut off too', async () => {
     const outcome = await run(request('/bytes/5000000'), { ...opts, maxResponseBytes: 100_000 });
     expect(outcome.status_code).toBe(200);
