@@ -1,23 +1,23 @@
 // Two projects: `worker` runs inside workerd (the Worker and the runtime-neutral core, as in
-// production); `node` runs the Node side (install CLI, SQL API, relay, npm start, kill tests).
-// Both share one global setup: a real PostgreSQL and a real loopback HTTP target.
+// production); `node` runs the Node side (install CLI, SQL API, relay, npm start, crash tests).
+// The root global setup runs once for both (projects don't `extends: true`, which would run it
+// once per project): a real PostgreSQL and a real loopback HTTP target, shared via inject().
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
+
+const timeouts = { testTimeout: 60_000, hookTimeout: 120_000 };
 
 export default defineConfig({
   test: {
     globalSetup: ['test/support/global-setup.ts'],
-    testTimeout: 60_000,
-    hookTimeout: 120_000,
+    ...timeouts,
     projects: [
       {
-        extends: true,
         plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' } })],
-        test: { name: 'worker', include: ['test/worker/**/*.test.ts'] },
+        test: { ...timeouts, name: 'worker', include: ['test/worker/**/*.test.ts'] },
       },
       {
-        extends: true,
-        test: { name: 'node', include: ['test/node/**/*.test.ts'], environment: 'node', pool: 'forks' },
+        test: { ...timeouts, name: 'node', include: ['test/node/**/*.test.ts'], environment: 'node', pool: 'forks' },
       },
     ],
   },
