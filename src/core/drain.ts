@@ -360,7 +360,7 @@ export class Drain {
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) {
       try {
-        await this.sql`select net._heartbeat(${JSON.stringify(stats)}::jsonb)`;
+        await this.sql`select net._heartbeat(${JSON.stringify(stats)}::text::jsonb)`;
       } catch (error) {
         stats.last_error ??= `heartbeat: ${messageOf(error)}`;
       }

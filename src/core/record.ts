@@ -8,6 +8,6 @@ export async function record(sql: postgres.Sql, owner: string, outcomes: Outcome
   if (outcomes.length === 0) return 0;
   // JSON text cast to jsonb: independent of postgres.js type fetching (fetch_types: false).
   const rows = await sql<{ n: number | string | null }[]>`
-    select net._record(${owner}, ${JSON.stringify(outcomes)}::jsonb) as n`;
+    select net._record(${owner}, ${JSON.stringify(outcomes)}::text::jsonb) as n`;
   return Number(rows[0]?.n ?? 0);
 }
