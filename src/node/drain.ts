@@ -1,0 +1,113 @@
+// A Node runner of the core drain: the same claim → fetch → record code the Worker runs, for a
+// self-hosted runner (`pg-net-edge drain --loop`) and for tests that kill a drain mid-flight.
+import postgres from 'postgres';
+import { drain } from '../core/drain.ts';
+import { loadSettings, SettingsError, type SettingVars } from '../core/settings.ts';
+import type { DrainOptions, DrainStats } from '../core/types.ts';
+import { CHANNEL, redactUrl } from './relay.ts';
+
+export interface RunDrainOptions {
+  databaseUrl: string;
+  /** Keep draining until SIGINT/SIGTERM (woken by NOTIFY, polling as a fallback). */
+  loop: boolean;
+  env: SettingVars & { POLL_MS?: string | undefined };
+  log?: (line: string) => void;
+}
+
+/** Longest timeout a request may have (SQL rejects more); Node has no invocation wall clock. */
+const MAX_TIMEOUT_MS = 300_000;
+/** One-shot drains stop claiming after this unless DRAIN_BUDGET_MS says otherwise. */
+const DEFAULT_BUDGET_MS = 60_000;
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** One drain with the settings read afresh (so ALTER ROLE … SET + net.worker_restart() apply). */
+export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<DrainStats> {
+  const settings = await loadSettings(sql, env);
+  const budgetMs = settings.drainBudgetMs ?? DEFAULT_BUDGET_MS;
+  const options: DrainOptions = {
+    concurrency: settings.concurrency,
+    batchSize: settings.batchSize,
+    budgetMs,
+    hardLimitMs: budgetMs + MAX_TIMEOUT_MS + settings.leaseMarginMs,
+    leaseMarginMs: settings.leaseMarginMs,
+    flushMs: settings.flushMs,
+    maxResponseBytes: settings.maxResponseBytes,
+    userAgent: settings.userAgent,
+  };
+  // The core drain writes net._heartbeat, so net.check_worker_is_up() sees a self-hosted runner too.
+  return drain(sql, fetch, options);
+}
+
+/** Runs the `drain` command; resolves with the exit code. */
+export async function runDrain(options: RunDrainOptions): Promise<number> {
+  const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const sql = postgres(options.databaseUrl, {
+    max: 4,
+    fetch_types: false,
+    onnotice: () => {},
+    connection: { application_name: 'pg-net-edge drain' },
+  });
+  try {
+    if (!options.loop) {
+      const stats = await drainOnce(sql, options.env);
+      log(JSON.stringify(stats));
+      return stats.stopped === 'database' ? 1 : 0;
+    }
+    return await loop(sql, options, log);
+  } catch (error) {
+    const hint = error instanceof SettingsError ? '' : ` (database ${redactUrl(options.databaseUrl)})`;
+    process.stderr.write(`pg-net-edge drain: ${message(error)}${hint}\n`);
+    return 1;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+async function loop(sql: postgres.Sql, options: RunDrainOptions, log: (line: string) => void): Promise<number> {
+  const pollMs = Number(options.env.POLL_MS ?? 1000) || 1000;
+  let stop = false;
+  let wake: () => void = () => {};
+  const onSignal = () => {
+    if (stop) process.exit(130); // second Ctrl-C: leave now; leases expire and nothing is lost
+    stop = true;
+    log('drain: stopping after the current drain (Ctrl-C again to leave at once)');
+    wake();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // NOTIFY only cuts latency; the poll below is the guarantee, so a lost listener is harmless.
+  await sql.listen(CHANNEL, () => wake()).catch((error: unknown) => log(`drain: LISTEN failed (${message(error)}); polling only`));
+  let delay = 250;
+  try {
+    while (!stop) {
+      let stats: DrainStats | null = null;
+      try {
+        stats = await drainOnce(sql, options.env);
+        if (stats.claimed > 0 || stats.stopped !== 'empty') log(JSON.stringify(stats));
+      } catch (error) {
+        if (error instanceof SettingsError) throw error;
+        log(`drain: ${message(error)}; retrying in ${delay} ms`);
+      }
+      if (stats && stats.stopped === 'budget') continue; // more work waiting
+      const failed = !stats || stats.stopped === 'database';
+      const wait = failed ? delay : pollMs;
+      delay = failed ? Math.min(delay * 2, 10_000) : 250;
+      if (stop) break;
+      await new Promise<void>((done) => {
+        const timer = setTimeout(done, wait);
+        wake = () => {
+          clearTimeout(timer);
+          done();
+        };
+      });
+      wake = () => {};
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+  return 0;
+}

@@ -1,0 +1,178 @@
+// The pg-net-edge CLI as a user runs it: a child process of bin/pg-net-edge.mjs, against the
+// real test PostgreSQL and the loopback target.
+import { spawn } from 'node:child_process';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../../src/node/embedded.ts';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { withDatabase } from '../support/urls.ts';
+
+const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, DATABASE_URL: undefined, NUDGE_URL: undefined, NUDGE_SECRET: undefined, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 50_000);
+    child.on('error', fail);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('help and usage', () => {
+  it('prints the commands with --help and exits 0', async () => {
+    const run = await cli(['--help']);
+    expect(run.code).toBe(0);
+    for (const command of ['install', 'relay', 'drain', 'start']) expect(run.stdout).toContain(command);
+  });
+
+  it.each(['install', 'relay', 'drain', 'start'])('%s --help describes its options', async (command) => {
+    const run = await cli([command, '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`Usage: pg-net-edge ${command}`);
+  });
+
+  it('rejects an unknown command with the usage and a non-zero exit', async () => {
+    const run = await cli(['frobnicate']);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain('"frobnicate" is not a command');
+    expect(run.stderr).toContain('Usage: pg-net-edge <command>');
+  });
+
+  it('rejects an unknown option', async () => {
+    const run = await cli(['install', '--databse-url', 'x']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("Unknown option '--databse-url'");
+  });
+
+  it('says which setting is missing', async () => {
+    const install = await cli(['install']);
+    expect(install.code).toBe(2);
+    expect(install.stderr).toContain('missing --database-url (or set DATABASE_URL)');
+    const relay = await cli(['relay', '--database-url', 'postgres://x@127.0.0.1/x', '--secret', 's']);
+    expect(relay.code).toBe(2);
+    expect(relay.stderr).toContain('missing --nudge-url (or set NUDGE_URL)');
+  });
+});
+
+describe('install', () => {
+  const adminUrl = inject('adminUrl');
+  const name = `pne_t_cli_${process.pid}_${Date.now().toString(36)}`;
+  let admin: postgres.Sql;
+
+  beforeAll(async () => {
+    admin = postgres(adminUrl, { max: 1, fetch_types: false, onnotice: () => {} });
+    await admin.unsafe(`create database ${name}`);
+  });
+
+  afterAll(async () => {
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  });
+
+  it('installs into an empty database, then again idempotently keeping queued requests', async () => {
+    const url = withDatabase(adminUrl, name);
+    const first = await cli(['install', '--database-url', url]);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/installed pg-net-edge schema v\d+ into .* \(fresh\)/);
+
+    const sql = postgres(url, { max: 1, fetch_types: false, onnotice: () => {} });
+    try {
+      await sql`select net.http_get('http://127.0.0.1:9/cli/kept')`;
+      // The env fallback this time.
+      const second = await cli(['install'], { DATABASE_URL: url });
+      expect(second.code).toBe(0);
+      expect(second.stdout).toContain('already at v');
+      expect(second.stdout).toContain('kept 1 queued request');
+      const [row] = await sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue`;
+      expect(row?.n).toBe(1);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('fails with a helpful message and no password when the server is unreachable', async () => {
+    const port = await freePort();
+    const password = 'Sup3rSecretPw';
+    const run = await cli(['install', '--database-url', `postgres://bob:${password}@127.0.0.1:${port}/db`]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('cannot connect to PostgreSQL');
+    expect(run.stderr).toContain(`postgres://bob:***@127.0.0.1:${port}/db`);
+    expect(run.stdout + run.stderr).not.toContain(password);
+  });
+
+  it('fails with a helpful message and no password when the database does not exist', async () => {
+    const password = 'An0therSecretPw';
+    const u = new URL(withDatabase(adminUrl, 'pne_no_such_database'));
+    u.password = password;
+    const run = await cli(['install', '--database-url', u.toString()]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('does the database exist?');
+    expect(run.stdout + run.stderr).not.toContain(password);
+  });
+});
+
+describe('drain', () => {
+  let db: TestDatabase;
+  const target = inject('targetUrl');
+  const prefix = `/hits/cli-${process.pid}-${Date.now().toString(36)}/`;
+
+  beforeAll(async () => {
+    db = await freshDatabase();
+  });
+
+  afterAll(async () => {
+    await db?.sql.end();
+  });
+
+  it('drains the queue once and prints its stats', async () => {
+    await db.sql.begin(async (tx) => {
+      for (let i = 0; i < 20; i++) await tx`select net.http_get(${`${target}${prefix}${i}`})`;
+    });
+    const run = await cli(['drain', '--database-url', db.url], { CONCURRENCY: '4' });
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const stats = JSON.parse(run.stdout.trim().split('\n').pop() ?? '{}') as { claimed: number; recorded: number };
+    expect(stats.claimed).toBe(20);
+    expect(stats.recorded).toBe(20);
+    const [queue] = await db.sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue`;
+    expect(queue?.n).toBe(0);
+    const rows = await db.sql<{ status_code: number; content: string }[]>`
+      select status_code, content from net._http_response`;
+    expect(rows).toHaveLength(20);
+    expect(rows.every((r) => r.status_code === 200 && r.content === 'hit')).toBe(true);
+    const hits = (await (await fetch(`${target}/__hits?prefix=${encodeURIComponent(prefix)}`)).json()) as Record<string, number>;
+    expect(Object.keys(hits)).toHaveLength(20);
+    expect(Object.values(hits).every((n) => n === 1)).toBe(true);
+  });
+
+  it('refuses bad tuning, naming the variable', async () => {
+    const run = await cli(['drain', '--database-url', db.url], { CONCURRENCY: 'lots' });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('CONCURRENCY must be a whole number');
+  });
+
+  it('fails clearly when the database is unreachable', async () => {
+    const port = await freePort();
+    const run = await cli(['drain', '--database-url', `postgres://bob:Pw0rdSecret1@127.0.0.1:${port}/db`]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('pg-net-edge drain:');
+    expect(run.stdout + run.stderr).not.toContain('Pw0rdSecret1');
+  });
+});
