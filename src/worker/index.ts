@@ -1,11 +1,11 @@
 // The Cloudflare Worker: crons drain the queue and sweep old responses; POST /nudge drains at
 // once (the relay calls it on NOTIFY); GET /health reports database and queue state.
 import { Hono } from 'hono';
-import postgres from 'postgres';
 import { Drain } from '../core/drain.ts';
 import { loadSettings, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
+import { connectDatabase as connect } from './db.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
@@ -27,12 +27,6 @@ const NOT_CONFIGURED = 'no database configured: bind HYPERDRIVE or set the DATAB
 
 function databaseUrl(env: Env): string | null {
   return env.HYPERDRIVE?.connectionString || env.DATABASE_URL || null;
-}
-
-// One client per invocation; never sql.end() in workerd (the runtime closes the sockets, and
-// ending them ourselves surfaces an unhandled "Stream was cancelled" rejection).
-function connect(url: string): postgres.Sql {
-  return postgres(url, { max: 2, fetch_types: false, prepare: false, connect_timeout: 10, onnotice: () => {} });
 }
 
 function messageOf(error: unknown): string {

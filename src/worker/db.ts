@@ -1,0 +1,17 @@
+// The Worker's database client: one per invocation, never ended by us (in workerd, sql.end()
+// surfaces an unhandled "Stream was cancelled" rejection; the runtime closes the sockets).
+import postgres from 'postgres';
+import { openSocket } from './socket.ts';
+
+export function connectDatabase(url: string): postgres.Sql {
+  const options = {
+    max: 2,
+    fetch_types: false,
+    prepare: false,
+    connect_timeout: 10,
+    onnotice: () => {},
+    // postgres.js supports a socket factory but does not declare it in its types.
+    socket: openSocket,
+  };
+  return postgres(url, options);
+}

@@ -1,0 +1,201 @@
+// The drain core inside workerd, against real PostgreSQL and the real loopback target.
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import postgres from 'postgres';
+import { Drain, drain } from '../../src/core/drain.ts';
+import { connectDatabase } from '../../src/worker/db.ts';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { counts, hits, options, target, uniquePrefix, until } from './helpers.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await freshDatabase();
+});
+
+interface ResponseRow {
+  id: string;
+  status_code: number | null;
+  content_type: string | null;
+  headers: Record<string, string> | null;
+  content: string | null;
+  timed_out: boolean | null;
+  error_msg: string | null;
+}
+
+async function response(id: string): Promise<ResponseRow | undefined> {
+  const rows = await db.sql<ResponseRow[]>`
+    select id::text as id, status_code, content_type, headers, content, timed_out, error_msg
+    from net._http_response where id = ${id}::bigint`;
+  return rows[0];
+}
+
+async function queue(query: postgres.PendingQuery<{ id: string }[]>): Promise<string> {
+  const [row] = await query;
+  return row!.id;
+}
+
+describe('drain end to end', () => {
+  it('GET, POST and DELETE produce exact response rows and empty the queue', async () => {
+    const get = await queue(db.sql`select net.http_get(${`${target}/echo/get`}, '{"q":"a b"}', '{"X-Test":"yes"}')::text as id`);
+    const post = await queue(db.sql`select net.http_post(${`${target}/echo/post`}, '{"hello":"wörld"}')::text as id`);
+    const del = await queue(
+      db.sql`select net.http_delete(${`${target}/echo/del`}, body => '{"gone":true}'::jsonb)::text as id`,
+    );
+    const missing = await queue(db.sql`select net.http_get(${`${target}/status/404`})::text as id`);
+
+    const stats = await drain(db.sql, fetch, options());
+    expect(stats).toMatchObject({ claimed: 4, recorded: 4, errors: 0, stopped: 'empty' });
+    expect(await counts(db.sql)).toEqual({ queued: 0, responses: 4 });
+
+    const g = (await response(get))!;
+    expect(g).toMatchObject({ status_code: 200, content_type: 'application/json', timed_out: false, error_msg: null });
+    expect(g.headers?.['content-type']).toBe('application/json');
+    const gEcho = JSON.parse(g.content!) as { method: string; query: string; headers: Record<string, string> };
+    expect(gEcho).toMatchObject({ method: 'GET', query: 'q=a%20b' });
+    expect(gEcho.headers['x-test']).toBe('yes');
+    expect(gEcho.headers['user-agent']).toBe('pg-net-edge-test/1');
+
+    const p = (await response(post))!;
+    expect(p).toMatchObject({ status_code: 200, timed_out: false, error_msg: null });
+    const pEcho = JSON.parse(p.content!) as { method: string; body_text: string; headers: Record<string, string> };
+    expect(pEcho.method).toBe('POST');
+    expect(JSON.parse(pEcho.body_text)).toEqual({ hello: 'wörld' });
+    expect(pEcho.headers['content-type']).toBe('application/json');
+
+    const d = (await response(del))!;
+    const dEcho = JSON.parse(d.content!) as { method: string; body_text: string };
+    expect(dEcho.method).toBe('DELETE');
+    expect(JSON.parse(dEcho.body_text)).toEqual({ gone: true });
+
+    expect(await response(missing)).toMatchObject({
+      status_code: 404,
+      content: 'status 404',
+      timed_out: false,
+      error_msg: null,
+    });
+  });
+
+  it('timeouts and refused connections become error rows without breaking the batch', async () => {
+    const slow = await queue(db.sql`select net.http_get(${`${target}/delay/5000`}, timeout_milliseconds => 200)::text as id`);
+    const refused = await queue(db.sql`select net.http_get(${`http://127.0.0.1:${inject('closedPort')}/x`})::text as id`);
+    const fine = await queue(db.sql`select net.http_get(${`${target}/echo/fine`})::text as id`);
+    const stats = await drain(db.sql, fetch, options());
+    expect(stats).toMatchObject({ claimed: 3, recorded: 3, errors: 2, stopped: 'empty' });
+    const s = (await response(slow))!;
+    expect(s).toMatchObject({ status_code: null, timed_out: true });
+    expect(s.error_msg).toMatch(/^Timeout of 200 ms reached/);
+    const r = (await response(refused))!;
+    expect(r).toMatchObject({ status_code: null, timed_out: false });
+    expect(r.error_msg).toBeTruthy();
+    expect((await response(fine))?.status_code).toBe(200);
+    expect((await counts(db.sql)).queued).toBe(0);
+  });
+
+  it('a slow request does not delay recording the fast ones', async () => {
+    const slow = await queue(db.sql`select net.http_get(${`${target}/delay/3000`}, timeout_milliseconds => 10000)::text as id`);
+    const fast: string[] = [];
+    for (let i = 0; i < 5; i++) fast.push(await queue(db.sql`select net.http_get(${`${target}/echo/fast${i}`})::text as id`));
+    const running = new Drain(db.sql, fetch, options()).run();
+    // The fast rows must appear while the slow request is still in flight.
+    await until('fast responses', async () => {
+      const [row] = await db.sql<{ n: number }[]>`
+        select count(*)::int as n from net._http_response where id = any(string_to_array(${fast.join(',')}, ',')::bigint[])`;
+      return row!.n === fast.length;
+    }, 2500);
+    expect(await response(slow)).toBeUndefined();
+    const [leased] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from net.http_request_queue where id = ${slow}::bigint and lease_owner is not null`;
+    expect(leased!.n).toBe(1);
+    const stats = await running;
+    expect(stats).toMatchObject({ claimed: 6, recorded: 6, stopped: 'empty' });
+    expect((await response(slow))?.content).toBe('delayed 3000');
+  });
+
+  it('rows leased by a dead drain are drained after the lease expires, with exactly one response each', async () => {
+    const prefix = uniquePrefix('lease');
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push(await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`}, timeout_milliseconds => 300)::text as id`));
+    }
+    // A "dead" owner claims them (lease = 300 ms timeout + 1 ms margin) and never records.
+    const dead = await db.sql`select id from net._claim('dead-owner', 10, 1)`;
+    expect(dead.length).toBe(3);
+    // While the lease is live nobody else may take them.
+    const early = await drain(db.sql, fetch, options());
+    expect(early.claimed).toBe(0);
+    await new Promise((r) => setTimeout(r, 500));
+    const late = await drain(db.sql, fetch, options());
+    expect(late).toMatchObject({ claimed: 3, recorded: 3 });
+    // The dead owner waking up and recording must not add second rows.
+    const [zombie] = await db.sql<{ n: number }[]>`
+      select net._record('dead-owner', ${JSON.stringify(ids.map((id) => ({ id, status_code: 500 })))}::text::jsonb) as n`;
+    expect(zombie!.n).toBe(0);
+    const [row] = await db.sql<{ n: number; ok: number }[]>`
+      select count(*)::int as n, count(*) filter (where status_code = 200)::int as ok
+      from net._http_response where id = any(string_to_array(${ids.join(',')}, ',')::bigint[])`;
+    expect(row).toEqual({ n: 3, ok: 3 });
+    const h = await hits(prefix);
+    expect(Object.values(h)).toEqual([1, 1, 1]);
+  });
+
+  it('hand-inserted unprocessable rows get error rows and do not stall the queue', async () => {
+    const [badUrl] = await db.sql<{ id: string }[]>`
+      insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
+      values ('GET', 'not a url', '{}', 1000) returning id::text as id`;
+    const [badHeaders] = await db.sql<{ id: string }[]>`
+      insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
+      values ('GET', ${`${target}/echo/x`}, '[1, 2]', 1000) returning id::text as id`;
+    const [badMethod] = await db.sql<{ id: string }[]>`
+      insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
+      values ('NOT A METHOD', ${`${target}/echo/y`}, '{}', 1000) returning id::text as id`;
+    const good = await queue(db.sql`select net.http_get(${`${target}/echo/after-bad`})::text as id`);
+    const stats = await drain(db.sql, fetch, options());
+    expect(stats).toMatchObject({ claimed: 4, recorded: 4, errors: 3, stopped: 'empty' });
+    for (const id of [badUrl!.id, badHeaders!.id, badMethod!.id]) {
+      const row = (await response(id))!;
+      expect(row.status_code).toBeNull();
+      expect(row.error_msg).toBeTruthy();
+    }
+    expect((await response(good))?.status_code).toBe(200);
+    expect((await counts(db.sql)).queued).toBe(0);
+  });
+
+  it('an unreachable database stops the drain with stopped = "database" and nothing recorded', async () => {
+    const dead = connectDatabase(`postgres://postgres@127.0.0.1:${inject('closedPort')}/nope`);
+    const stats = await drain(dead, fetch, options({ budgetMs: 5000 }), { retries: 2, retryBaseMs: 50 });
+    expect(stats.stopped).toBe('database');
+    expect(stats.claimed).toBe(0);
+    expect(stats.last_error).toMatch(/claim/);
+  });
+
+  it('connections killed mid-drain: every request still ends with exactly one response row', async () => {
+    const prefix = uniquePrefix('kill');
+    const queued = await db.sql<{ id: string }[]>`
+      select net.http_get(${`${target}${prefix}/`} || g, timeout_milliseconds => 5000)::text as id
+      from generate_series(1, 60) g`;
+    const ids = queued.map((r) => r.id).join(',');
+    const own = connectDatabase(db.url);
+    const running = new Drain(own, fetch, options({ concurrency: 8, batchSize: 8 })).run();
+    // Kill every other session of this database a few times while the drain works; postgres.js
+    // reconnects and the drain retries (a record that committed before the kill is not repeated).
+    let killed = 0;
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 30));
+      const rows = await db.sql<{ ok: boolean }[]>`
+        select pg_terminate_backend(pid) as ok from pg_stat_activity
+        where datname = ${db.name} and pid <> pg_backend_pid()`;
+      killed += rows.filter((r) => r.ok).length;
+    }
+    const stats = await running;
+    expect(killed).toBeGreaterThan(0);
+    expect(stats.claimed).toBeGreaterThan(0);
+    // Whatever this drain could not record is still queued (leased); a later drain finishes it.
+    await db.sql`update net.http_request_queue set lease_expires = now() where lease_owner is not null`;
+    await drain(db.sql, fetch, options());
+    expect((await counts(db.sql)).queued).toBe(0);
+    const [row] = await db.sql<{ n: number; ok: number }[]>`
+      select count(*)::int as n, count(*) filter (where status_code = 200)::int as ok
+      from net._http_response where id = any(string_to_array(${ids}, ',')::bigint[])`;
+    expect(row).toEqual({ n: 60, ok: 60 });
+    expect(Object.keys(await hits(prefix)).length).toBe(60);
+  });
+});
