@@ -207,3 +207,40 @@ describe('redact', () => {
     expect(redact(input)).toBe(output);
   });
 });
+
+describe('as a non-superuser (a managed database’s ordinary role)', () => {
+  const role = `pne_owner_${pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const password = 'owner-pw-7c1e';
+  let db: { name: string; url: string; sql: postgres.Sql };
+
+  beforeAll(async () => {
+    db = await emptyDatabase();
+    await admin.unsafe(`create role ${role} login password '${password}' nosuperuser nocreatedb nocreaterole`);
+    await admin.unsafe(`grant create, connect on database ${db.name} to ${role}`);
+  });
+  afterAll(async () => {
+    for (const sql of open) await sql.end().catch(() => {});
+    await admin.unsafe(`drop database if exists ${db.name} with (force)`);
+    await admin.unsafe(`drop role if exists ${role}`);
+  });
+
+  it('installs with only CREATE on the database, and owns a working queue', async () => {
+    const u = new URL(db.url);
+    u.username = role;
+    u.password = password;
+    const report = await install(u.toString(), { log: () => {} });
+    expect(report).toEqual({ before: null, after: 1, queued: 0, responses: 0 });
+    const owner = postgres(u.toString(), { max: 1, fetch_types: false, onnotice: () => {} });
+    open.push(owner);
+    const [row] = await owner<{ id: string }[]>`select net.http_post('https://example.com/managed') as id`;
+    const claimed = await owner<{ id: string }[]>`select id from net._claim('drain-a', 10)`;
+    expect(claimed.map((r) => r.id)).toEqual([row!.id]);
+    const [recorded] = await owner<{ n: number }[]>`
+      select net._record('drain-a', ${owner.json([{ id: row!.id, status_code: 200 }])}) as n`;
+    expect(recorded!.n).toBe(1);
+    const [config] = await owner<{ c: unknown }[]>`select net._config() as c`;
+    expect(config!.c).toEqual({ ttl: '6 hours', batch_size: 200 });
+    // psql -f as the same role is idempotent too
+    await psqlInstall(u.toString());
+  });
+});
