@@ -1,0 +1,233 @@
+// The Worker module itself inside workerd: /nudge, /health and both crons, against real
+// PostgreSQL and the real loopback target.
+import { createExecutionContext, createScheduledController, env, waitOnExecutionContext } from 'cloudflare:test';
+import { afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import worker, { type Env } from '../../src/worker/index.ts';
+import { withDatabase } from '../support/urls.ts';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { counts, hits, target, uniquePrefix } from './helpers.ts';
+
+const SECRET = 'nudge-secret-value-123';
+let db: TestDatabase;
+let workerEnv: Env;
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  workerEnv = { ...env, DATABASE_URL: db.url, NUDGE_SECRET: SECRET };
+});
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+function nudge(authorization: string | null, e: Env = workerEnv) {
+  const headers: Record<string, string> = {};
+  if (authorization !== null) headers.Authorization = authorization;
+  const ctx = createExecutionContext();
+  const response = worker.fetch(new Request('http://worker/nudge', { method: 'POST', headers }), e, ctx);
+  return { ctx, response: Promise.resolve(response) };
+}
+
+async function health(e: Env) {
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(new Request('http://worker/health'), e, ctx);
+  await waitOnExecutionContext(ctx);
+  return { status: response.status, text: await response.text() };
+}
+
+/** Captures the JSON lines the Worker logs. */
+function captureLogs(): Array<Record<string, unknown>> {
+  const lines: Array<Record<string, unknown>> = [];
+  vi.spyOn(console, 'log').mockImplementation((line: unknown) => {
+    if (typeof line === 'string' && line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
+  });
+  return lines;
+}
+
+describe('POST /nudge', () => {
+  it('wrong or missing secret: 401 and nothing is drained', async () => {
+    const prefix = uniquePrefix('unauth');
+    await db.sql`select net.http_get(${`${target}${prefix}/1`})`;
+    const logs = captureLogs();
+    for (const auth of [null, 'Bearer wrong', `Bearer ${SECRET}x`, SECRET, `Basic ${SECRET}`, 'Bearer ']) {
+      const { ctx, response } = nudge(auth);
+      const r = await response;
+      expect(r.status).toBe(401);
+      expect(await r.text()).not.toContain(SECRET);
+      await waitOnExecutionContext(ctx);
+    }
+    expect(logs.filter((l) => l.event === 'drain')).toEqual([]);
+    expect((await counts(db.sql)).queued).toBe(1);
+    expect(await hits(prefix)).toEqual({});
+    await db.sql`delete from net.http_request_queue`;
+  });
+
+  it('no NUDGE_SECRET configured: 503 telling how to set it', async () => {
+    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, NUDGE_SECRET: undefined });
+    const r = await response;
+    expect(r.status).toBe(503);
+    expect(await r.text()).toMatch(/NUDGE_SECRET/);
+    await waitOnExecutionContext(ctx);
+  });
+
+  it('right secret: 202 at once, then the queue is drained in waitUntil', async () => {
+    const prefix = uniquePrefix('nudge');
+    await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 20) g`;
+    const logs = captureLogs();
+    const { ctx, response } = nudge(`Bearer ${SECRET}`);
+    const r = await response;
+    expect(r.status).toBe(202);
+    expect(await r.json()).toEqual({ accepted: true, coalesced: false });
+    await waitOnExecutionContext(ctx);
+    expect(await counts(db.sql)).toMatchObject({ queued: 0 });
+    const h = await hits(prefix);
+    expect(Object.keys(h).length).toBe(20);
+    expect(Object.values(h).every((n) => n === 1)).toBe(true);
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(drains).toHaveLength(1);
+    expect(drains[0]).toMatchObject({ trigger: 'nudge', claimed: 20, recorded: 20, stopped: 'empty' });
+  });
+
+  it('two nudges at once coalesce into one drain', async () => {
+    const prefix = uniquePrefix('coalesce');
+    await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 10) g`;
+    const logs = captureLogs();
+    const first = nudge(`Bearer ${SECRET}`);
+    const second = nudge(`Bearer ${SECRET}`);
+    expect(await (await first.response).json()).toEqual({ accepted: true, coalesced: false });
+    expect(await (await second.response).json()).toEqual({ accepted: true, coalesced: true });
+    await waitOnExecutionContext(first.ctx);
+    await waitOnExecutionContext(second.ctx);
+    expect(logs.filter((l) => l.event === 'drain')).toHaveLength(1);
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(Object.values(await hits(prefix))).toEqual(Array(10).fill(1));
+  });
+
+  it('a nudge during a running drain makes it pick up rows queued after it started', async () => {
+    const prefix = uniquePrefix('poke');
+    await db.sql`select net.http_get(${`${target}/delay/500`}, timeout_milliseconds => 5000)`;
+    const logs = captureLogs();
+    const first = nudge(`Bearer ${SECRET}`);
+    expect((await first.response).status).toBe(202);
+    // Wait until the drain has the slow request in flight, then queue more and nudge again.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const [row] = await db.sql<{ n: number }[]>`
+        select count(*)::int as n from net.http_request_queue where lease_owner is not null`;
+      if (row!.n > 0 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 5) g`;
+    const second = nudge(`Bearer ${SECRET}`);
+    expect(await (await second.response).json()).toEqual({ accepted: true, coalesced: true });
+    await waitOnExecutionContext(first.ctx);
+    await waitOnExecutionContext(second.ctx);
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(drains).toHaveLength(1);
+    expect(drains[0]).toMatchObject({ claimed: 6, recorded: 6 });
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(Object.keys(await hits(prefix)).length).toBe(5);
+  });
+});
+
+describe('GET /health', () => {
+  it('ok: database reachable, queue depth and last drain reported', async () => {
+    await db.sql`select net.http_get(${`${target}/echo/h1`}), net.http_get(${`${target}/echo/h2`})`;
+    const { status, text } = await health(workerEnv);
+    expect(status).toBe(200);
+    const body = JSON.parse(text) as Record<string, unknown>;
+    expect(body).toMatchObject({ ok: true, database: 'ok', queue_depth: 2, in_flight: 0 });
+    expect(typeof body.oldest_queued_age_ms).toBe('number');
+    expect(typeof body.schema_version).toBe('number');
+    expect(body.last_drain).toMatchObject({ stopped: 'empty' });
+    expect(body.last_seen).toBeTruthy();
+    expect(text).not.toContain(SECRET);
+    await db.sql`delete from net.http_request_queue`;
+  });
+
+  it('unreachable database: 503, and neither the password nor the secret appears', async () => {
+    const password = 'hunter2-very-secret';
+    for (const url of [
+      `postgres://postgres:${password}@127.0.0.1:${inject('closedPort')}/postgres`,
+      // Reachable server, missing database: the server's own error message comes back.
+      withDatabase(db.url.replace('postgres@', `postgres:${password}@`), 'pne_no_such_database'),
+    ]) {
+      const { status, text } = await health({ ...workerEnv, DATABASE_URL: url });
+      expect(status).toBe(503);
+      const body = JSON.parse(text) as Record<string, unknown>;
+      expect(body).toMatchObject({ ok: false, database: 'unreachable', queue_depth: null });
+      expect(typeof body.error).toBe('string');
+      expect(text).not.toContain(password);
+      expect(text).not.toContain(SECRET);
+    }
+  });
+
+  it('no database configured: 503 "not configured"', async () => {
+    const { status, text } = await health({ ...workerEnv, DATABASE_URL: undefined });
+    expect(status).toBe(503);
+    expect(JSON.parse(text)).toMatchObject({ ok: false, database: 'not configured' });
+    expect(text).toMatch(/DATABASE_URL/);
+  });
+});
+
+describe('scheduled', () => {
+  it('"* * * * *" drains the queue and writes the heartbeat', async () => {
+    const prefix = uniquePrefix('cron');
+    await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 15) g`;
+    const logs = captureLogs();
+    const ctx = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), workerEnv, ctx);
+    await waitOnExecutionContext(ctx);
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(Object.keys(await hits(prefix)).length).toBe(15);
+    const line = logs.find((l) => l.event === 'drain');
+    expect(line).toMatchObject({ trigger: 'cron', claimed: 15, recorded: 15, stopped: 'empty' });
+    const [status] = await db.sql<{ last_drain: { claimed: number; owner: string } }[]>`
+      select last_drain from net._worker_status where id = 1`;
+    expect(status!.last_drain).toMatchObject({ claimed: 15, owner: line!.owner });
+  });
+
+  it('"*/5 * * * *" deletes only responses older than the TTL (ALTER ROLE … IN DATABASE … SET pg_net.ttl)', async () => {
+    await db.sql`delete from net._http_response`;
+    await db.sql`
+      insert into net._http_response (id, status_code, created)
+      select g, 200, now() - interval '3 hours' from generate_series(1000001, 1000005) g
+      union all select g, 200, now() - interval '30 minutes' from generate_series(1000006, 1000008) g`;
+    await db.sql.unsafe(`alter role current_user in database ${db.name} set pg_net.ttl = '1 hour'`);
+    const logs = captureLogs();
+    const ctx = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '*/5 * * * *', scheduledTime: Date.now() }), workerEnv, ctx);
+    await waitOnExecutionContext(ctx);
+    const left = await db.sql<{ id: string }[]>`select id::text as id from net._http_response order by id`;
+    expect(left.map((r) => r.id)).toEqual(['1000006', '1000007', '1000008']);
+    expect(logs.find((l) => l.event === 'sweep')).toMatchObject({ ttl: '1 hour', deleted: 5 });
+    // The sweep never drains.
+    expect(logs.filter((l) => l.event === 'drain')).toEqual([]);
+    await db.sql.unsafe(`alter role current_user in database ${db.name} reset pg_net.ttl`);
+  });
+
+  it('the default TTL (6 hours) keeps a 3-hour-old response', async () => {
+    await db.sql`delete from net._http_response`;
+    await db.sql`
+      insert into net._http_response (id, status_code, created)
+      values (2000001, 200, now() - interval '3 hours'), (2000002, 200, now() - interval '7 hours')`;
+    const ctx = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '*/5 * * * *', scheduledTime: Date.now() }), workerEnv, ctx);
+    await waitOnExecutionContext(ctx);
+    const left = await db.sql<{ id: string }[]>`select id::text as id from net._http_response`;
+    expect(left.map((r) => r.id)).toEqual(['2000001']);
+  });
+
+  it('a cron with an unreachable database logs the error without secrets', async () => {
+    const password = 'cron-secret-pw';
+    const logs = captureLogs();
+    const ctx = createExecutionContext();
+    const e = { ...workerEnv, DATABASE_URL: `postgres://postgres:${password}@127.0.0.1:${inject('closedPort')}/x` };
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), e, ctx);
+    await waitOnExecutionContext(ctx);
+    const line = logs.find((l) => l.event === 'drain');
+    expect(line?.error).toBeTruthy();
+    expect(JSON.stringify(logs)).not.toContain(password);
+    expect(JSON.stringify(logs)).not.toContain(SECRET);
+  });
+});
