@@ -10,6 +10,8 @@ export function connectDatabase(url: string): postgres.Sql {
     prepare: false,
     connect_timeout: 10,
     onnotice: () => {},
+    // Lets a DBA tell the worker's sessions apart (a URL ?application_name= still wins).
+    connection: { application_name: 'pg-net-edge worker' },
     // postgres.js supports a socket factory but does not declare it in its types.
     socket: openSocket,
   };

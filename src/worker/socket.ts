@@ -75,6 +75,9 @@ export async function openSocket(options: SocketOptions): Promise<PgSocket> {
         if (done) break;
         tcp.emit('data', Buffer.from(value));
       }
+      // The server closed the connection (e.g. pg_terminate_backend): tell postgres.js now, so
+      // its queries fail and it reconnects, rather than waiting on `closed`.
+      close();
     } catch (err) {
       error(err);
     }

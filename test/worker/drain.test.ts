@@ -159,6 +159,33 @@ describe('drain end to end', () => {
     expect((await counts(db.sql)).queued).toBe(0);
   });
 
+  it('stops claiming at its budget; unclaimed rows stay free for the next drain', async () => {
+    const prefix = uniquePrefix('budget');
+    await db.sql`select net.http_get(${`${target}/delay/400?`} || g, timeout_milliseconds => 5000) from generate_series(1, 6) g`;
+    const stats = await drain(db.sql, fetch, options({ concurrency: 2, budgetMs: 200 }));
+    // The first two were claimed at once and finished after the budget: nothing more claimed.
+    expect(stats).toMatchObject({ claimed: 2, recorded: 2, stopped: 'budget' });
+    const [row] = await db.sql<{ free: number }[]>`
+      select count(*) filter (where lease_owner is null)::int as free from net.http_request_queue`;
+    expect(row!.free).toBe(4);
+    const rest = await drain(db.sql, fetch, options());
+    expect(rest).toMatchObject({ claimed: 4, recorded: 4, stopped: 'empty' });
+    expect(await hits(prefix)).toEqual({});
+  });
+
+  it('never claims a request whose timeout cannot finish before the hard limit', async () => {
+    const long = await queue(db.sql`select net.http_get(${`${target}/echo/long`}, timeout_milliseconds => 60000)::text as id`);
+    const short = await queue(db.sql`select net.http_get(${`${target}/echo/short`}, timeout_milliseconds => 1000)::text as id`);
+    const stats = await drain(db.sql, fetch, options({ hardLimitMs: 20_000 }));
+    expect(stats).toMatchObject({ claimed: 1, recorded: 1 });
+    expect((await response(short))?.status_code).toBe(200);
+    expect(await response(long)).toBeUndefined();
+    const [row] = await db.sql<{ attempts: number; lease_owner: string | null }[]>`
+      select attempts, lease_owner from net.http_request_queue where id = ${long}::bigint`;
+    expect(row).toEqual({ attempts: 0, lease_owner: null });
+    expect(await drain(db.sql, fetch, options({ hardLimitMs: 120_000 }))).toMatchObject({ claimed: 1, recorded: 1 });
+  });
+
   it('an unreachable database stops the drain with stopped = "database" and nothing recorded', async () => {
     const dead = connectDatabase(`postgres://postgres@127.0.0.1:${inject('closedPort')}/nope`);
     const stats = await drain(dead, fetch, options({ budgetMs: 5000 }), { retries: 2, retryBaseMs: 50 });
@@ -173,16 +200,17 @@ describe('drain end to end', () => {
       select net.http_get(${`${target}${prefix}/`} || g, timeout_milliseconds => 5000)::text as id
       from generate_series(1, 60) g`;
     const ids = queued.map((r) => r.id).join(',');
-    const own = connectDatabase(db.url);
+    // A name of its own: only the drain's sessions are killed (the test's client must survive).
+    const own = connectDatabase(`${db.url}?application_name=pne-kill-test`);
     const running = new Drain(own, fetch, options({ concurrency: 8, batchSize: 8 })).run();
-    // Kill every other session of this database a few times while the drain works; postgres.js
+    // Kill the drain's sessions a few times while it works; postgres.js
     // reconnects and the drain retries (a record that committed before the kill is not repeated).
     let killed = 0;
     for (let i = 0; i < 3; i++) {
       await new Promise((r) => setTimeout(r, 30));
       const rows = await db.sql<{ ok: boolean }[]>`
         select pg_terminate_backend(pid) as ok from pg_stat_activity
-        where datname = ${db.name} and pid <> pg_backend_pid()`;
+        where datname = ${db.name} and application_name = 'pne-kill-test'`;
       killed += rows.filter((r) => r.ok).length;
     }
     const stats = await running;

@@ -211,11 +211,13 @@ describe('scheduled', () => {
     await db.sql`
       insert into net._http_response (id, status_code, created)
       values (2000001, 200, now() - interval '3 hours'), (2000002, 200, now() - interval '7 hours')`;
+    const logs = captureLogs();
     const ctx = createExecutionContext();
     worker.scheduled(createScheduledController({ cron: '*/5 * * * *', scheduledTime: Date.now() }), workerEnv, ctx);
     await waitOnExecutionContext(ctx);
     const left = await db.sql<{ id: string }[]>`select id::text as id from net._http_response`;
     expect(left.map((r) => r.id)).toEqual(['2000001']);
+    expect(logs.find((l) => l.event === 'sweep')).toMatchObject({ ttl: '6 hours', deleted: 1 });
   });
 
   it('a cron with an unreachable database logs the error without secrets', async () => {
