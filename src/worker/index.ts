@@ -11,7 +11,7 @@ import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 /** The cron that sweeps old responses; any other cron drains. */
-export const SWEEP_CRON = '*/5 * * * *';
+const SWEEP_CRON = '*/5 * * * *';
 // A cron invocation may run for up to 15 minutes of wall time: claim for ~50 s (the next cron
 // comes after a minute), and only claim requests that can finish well before the end.
 const CRON_BUDGET_MS = 50_000;
@@ -51,7 +51,7 @@ function passwordsOf(url: string | undefined): string[] {
 }
 
 /** Removes credentials from text that leaves the Worker (responses, logs). */
-export function redact(text: string, env: Env): string {
+function redact(text: string, env: Env): string {
   let out = text.replace(/(:\/\/)[^\s/@]*@/g, '$1***@');
   const secrets = [
     env.NUDGE_SECRET,
@@ -66,7 +66,7 @@ export function redact(text: string, env: Env): string {
 }
 
 /** Constant-time comparison (time depends only on the lengths, never on where bytes differ). */
-export function safeEqual(given: string, expected: string): boolean {
+function safeEqual(given: string, expected: string): boolean {
   const a = new TextEncoder().encode(given);
   const b = new TextEncoder().encode(expected);
   let diff = a.length ^ b.length;
