@@ -1,0 +1,616 @@
+// `npm run bench`: measures pg-net-edge against the targets of SPEC §6 on this machine, in one run:
+// ceiling (bare workerd fetch loop), throughput, latency (idle and trickle), head of line, memory.
+// It reports figures and marks each target met/missed; it asserts nothing.
+// Flags: --n 5000,20000   --quick   --out bench/results.md   --help
+import { cpus, totalmem, release } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import postgres from 'postgres';
+import { mib, percentile, Sampler, sleep, until, type MemorySample, rssKb } from './measure.ts';
+import { startStack, type DrainLog, type Stack } from './stack.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+const USAGE = `npm run bench -- [--n 5000,20000] [--quick] [--out bench/results.md]
+
+Starts PostgreSQL (DATABASE_URL's server, else an embedded one; a fresh database is created and
+dropped), the loopback target, the Worker and a ceiling Worker under workerd, and the relay; then
+measures ceiling, throughput, latency, head of line and memory, prints a table and writes it to
+--out (default bench/results.md).
+  --n LIST   request counts for the throughput runs (default 5000,20000; --quick: 1000)
+  --quick    smaller runs (a smoke test, well under a minute of measuring)`;
+
+interface Plan {
+  ns: number[];
+  latencyCount: number;
+  trickleSeconds: number;
+  holSlow: number;
+  holFast: number;
+  bigCount: number;
+  quick: boolean;
+}
+
+function plan(): { plan: Plan; out: string } {
+  const { values } = parseArgs({
+    options: {
+      n: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const quick = values.quick ?? false;
+  let ns = quick ? [1000] : [5000, 20000];
+  if (values.n !== undefined) {
+    ns = values.n.split(',').map((part) => Number(part.trim()));
+    if (ns.length === 0 || ns.some((n) => !Number.isSafeInteger(n) || n < 1 || n > 1_000_000)) {
+      process.stderr.write(`--n must be a comma-separated list of counts between 1 and 1000000, got ${JSON.stringify(values.n)}\n`);
+      process.exit(2);
+    }
+  }
+  return {
+    plan: {
+      ns,
+      latencyCount: quick ? 20 : 50,
+      trickleSeconds: quick ? 4 : 15,
+      holSlow: 50,
+      holFast: quick ? 500 : 2000,
+      bigCount: quick ? 48 : 160,
+      quick,
+    },
+    out: resolve(values.out ?? join(ROOT, 'bench', 'results.md')),
+  };
+}
+
+const started = Date.now();
+function progress(line: string): void {
+  const s = ((Date.now() - started) / 1000).toFixed(1).padStart(6);
+  process.stdout.write(`[${s}s] ${line}\n`);
+}
+
+const runId = Date.now().toString(36);
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+interface Row {
+  figure: string;
+  value: string;
+  target: string;
+  met: boolean | null; // null = reported only
+}
+const rows: Row[] = [];
+const notes: string[] = [];
+function row(figure: string, value: string, target = '', met: boolean | null = null): void {
+  rows.push({ figure, value, target, met });
+  progress(`${figure}: ${value}${target ? `  (target ${target}: ${met ? 'met' : 'MISSED'})` : ''}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers against the stack
+
+async function hitsFor(stack: Stack, prefix: string): Promise<Record<string, number>> {
+  const response = await fetch(`${stack.target.url}/__hits?prefix=${encodeURIComponent(prefix)}`);
+  return (await response.json()) as Record<string, number>;
+}
+
+async function arrivalsFor(stack: Stack, prefix: string): Promise<Map<string, number>> {
+  const response = await fetch(`${stack.target.url}/__arrivals?prefix=${encodeURIComponent(prefix)}`);
+  const list = (await response.json()) as { path: string; at: number }[];
+  const first = new Map<string, number>();
+  for (const a of list) if (!first.has(a.path)) first.set(a.path, a.at);
+  return first;
+}
+
+function duplicatesOf(hits: Record<string, number>): { distinct: number; duplicates: number } {
+  let duplicates = 0;
+  for (const count of Object.values(hits)) duplicates += Math.max(0, count - 1);
+  return { distinct: Object.keys(hits).length, duplicates };
+}
+
+async function queueDepth(sql: postgres.Sql): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue`;
+  return r?.n ?? 0;
+}
+
+/** Waits (bounded) until the queue is empty and no drain is running, so the next phase starts idle. */
+async function settle(stack: Stack): Promise<void> {
+  await until('the queue to empty', async () => (await queueDepth(stack.sql)) === 0, 120_000, 100);
+  await sleep(300);
+}
+
+async function enqueue(
+  sql: postgres.Sql,
+  urls: string[],
+  timeoutMs: number[] | null = null,
+): Promise<{ ids: string[]; committedAt: number }> {
+  const timeouts = timeoutMs ?? urls.map(() => 2000);
+  // One statement = one transaction: every request is committed at once (one NOTIFY).
+  // JSON, not sql.array: with fetch_types off postgres.js can't serialize arrays.
+  const items = JSON.stringify(urls.map((url, i) => ({ url, t: timeouts[i] })));
+  const rows = await sql<{ id: string }[]>`
+    select net.http_get(u.value->>'url', timeout_milliseconds := (u.value->>'t')::int)::text as id
+    from jsonb_array_elements(${items}::text::jsonb) with ordinality as u(value, ord)
+    order by u.ord`;
+  return { ids: rows.map((r) => r.id), committedAt: Date.now() };
+}
+
+interface Finished {
+  /** Responses recorded for the ids. */
+  recorded: number;
+  /** created of the last response row (ms since epoch, database clock = this machine's clock). */
+  lastCreated: number;
+  errors: number;
+  firstError: string | null;
+}
+
+async function finished(sql: postgres.Sql, lo: string, hi: string): Promise<Finished> {
+  const [r] = await sql<{ recorded: number; last: number | null; errors: number; first_error: string | null }[]>`
+    select count(*)::int as recorded,
+           (extract(epoch from max(created)) * 1000)::float8 as last,
+           count(*) filter (where error_msg is not null or status_code is distinct from 200)::int as errors,
+           min(coalesce(error_msg, 'status ' || status_code)) filter (where error_msg is not null or status_code is distinct from 200) as first_error
+    from net._http_response where id between ${lo}::bigint and ${hi}::bigint`;
+  return { recorded: r?.recorded ?? 0, lastCreated: r?.last ?? 0, errors: r?.errors ?? 0, firstError: r?.first_error ?? null };
+}
+
+/** Waits for all n responses in [lo, hi], printing progress every 2 s; bounded. */
+async function waitRecorded(stack: Stack, lo: string, hi: string, n: number, label: string, limitMs: number): Promise<{ done: Finished; seenAt: number }> {
+  let lastPrint = Date.now();
+  const deadline = Date.now() + limitMs;
+  for (;;) {
+    const [r] = await stack.sql<{ c: number }[]>`select count(*)::int as c from net._http_response where id between ${lo}::bigint and ${hi}::bigint`;
+    const count = r?.c ?? 0;
+    if (count >= n) {
+      const seenAt = Date.now();
+      return { done: await finished(stack.sql, lo, hi), seenAt };
+    }
+    if (Date.now() - lastPrint >= 2000) {
+      lastPrint = Date.now();
+      progress(`  ${label}: ${count}/${n} recorded`);
+    }
+    if (Date.now() > deadline) {
+      progress(`  ${label}: gave up after ${limitMs} ms with ${count}/${n} recorded`);
+      return { done: await finished(stack.sql, lo, hi), seenAt: Number.NaN };
+    }
+    await sleep(20);
+  }
+}
+
+function drainsSince(stack: Stack, since: number): DrainLog[] {
+  return stack.drainLogs.filter((d) => d.at >= since);
+}
+
+function describeDrains(logs: DrainLog[]): string {
+  const byTrigger = new Map<string, number>();
+  for (const d of logs) if ((d.claimed ?? 0) > 0) byTrigger.set(d.trigger ?? '?', (byTrigger.get(d.trigger ?? '?') ?? 0) + 1);
+  const parts = [...byTrigger].map(([t, c]) => `${c} ${t}`);
+  const failed = logs.filter((d) => d.error || d.stopped === 'database');
+  return `${parts.join(' + ') || 'none'} drain(s) did work${failed.length ? `; ${failed.length} failed: ${failed[0]?.error ?? failed[0]?.last_error}` : ''}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+async function warmUp(stack: Stack): Promise<void> {
+  progress('warm-up: 500 through the ceiling and 500 through the drain (not reported)');
+  await stack.ceiling(500, `/hits/warm-ceiling-${runId}-`);
+  const urls = Array.from({ length: 500 }, (_, i) => `${stack.target.url}/hits/warm-${runId}-${i}`);
+  const { ids } = await enqueue(stack.sql, urls);
+  await waitRecorded(stack, ids[0]!, ids[ids.length - 1]!, ids.length, 'warm-up', 60_000);
+  await settle(stack);
+}
+
+function cpuText(m: MemorySample, n: number): string {
+  return `workerd CPU ${fmt((m.workerdCpuMs / n) * 1000)} ms per 1000 requests, machine ${fmt(m.machineBusy * 100)}% busy`;
+}
+
+async function ceilingRate(stack: Stack, n: number, round: number): Promise<{ rate: number; elapsed: number; errors: number; cpu: MemorySample }> {
+  const prefix = `/hits/ceiling-${runId}-${n}-${round}-`;
+  progress(`ceiling N=${n} (round ${round}): bare fetch loop in workerd, concurrency ${stack.concurrency}`);
+  const sampler = new Sampler(stack.workerdPid, 200);
+  sampler.start();
+  const result = await stack.ceiling(n, prefix);
+  const cpu = sampler.stop();
+  const hits = duplicatesOf(await hitsFor(stack, prefix));
+  if (result.errors > 0) notes.push(`ceiling N=${n}: ${result.errors} fetch errors (first: ${result.first_error})`);
+  if (hits.distinct !== n || hits.duplicates !== 0) notes.push(`ceiling N=${n}: target saw ${hits.distinct} distinct, ${hits.duplicates} duplicates`);
+  const rate = n / (result.elapsed_ms / 1000);
+  progress(`  ${n} in ${result.elapsed_ms} ms = ${fmt(rate)} req/s, ${result.errors} errors; ${cpuText(cpu, n)}`);
+  return { rate, elapsed: result.elapsed_ms, errors: result.errors, cpu };
+}
+
+interface ThroughputResult {
+  n: number;
+  elapsedMs: number;
+  rate: number;
+  errors: number;
+  duplicates: number;
+  missing: number;
+  memory: MemorySample;
+  baselineKb: number;
+}
+
+async function throughput(stack: Stack, n: number): Promise<ThroughputResult> {
+  const prefix = `/hits/tp-${runId}-${n}-`;
+  const urls = Array.from({ length: n }, (_, i) => `${stack.target.url}${prefix}${i}`);
+  const baselineKb = stack.workerdPid === null ? 0 : rssKb(stack.workerdPid);
+  const sampler = new Sampler(stack.workerdPid);
+  sampler.start();
+  const phaseStart = Date.now();
+  progress(`throughput N=${n}: enqueueing ${n} requests in one transaction`);
+  const { ids, committedAt } = await enqueue(stack.sql, urls);
+  progress(`  committed in ${committedAt - phaseStart} ms; waiting for every response row`);
+  const { done } = await waitRecorded(stack, ids[0]!, ids[ids.length - 1]!, n, `N=${n}`, Math.max(120_000, n * 20));
+  const memory = sampler.stop();
+  const elapsedMs = Math.round(done.lastCreated - committedAt);
+  const hits = duplicatesOf(await hitsFor(stack, prefix));
+  const drains = drainsSince(stack, phaseStart);
+  notes.push(`throughput N=${n}: ${describeDrains(drains)}`);
+  if (done.firstError) notes.push(`throughput N=${n}: first error: ${done.firstError}`);
+  const result: ThroughputResult = {
+    n,
+    elapsedMs,
+    rate: done.recorded === n ? n / (elapsedMs / 1000) : Number.NaN,
+    errors: done.errors + (n - done.recorded),
+    duplicates: hits.duplicates,
+    missing: n - hits.distinct,
+    memory,
+    baselineKb,
+  };
+  progress(`  ${done.recorded}/${n} recorded in ${elapsedMs} ms = ${fmt(result.rate)} req/s; errors ${result.errors}, duplicates ${result.duplicates}, never arrived ${result.missing}; ${cpuText(memory, n)}`);
+  await settle(stack);
+  return result;
+}
+
+/** How long a latency probe waits for its response row before counting it as not visible. */
+const VISIBLE_LIMIT_MS = 10_000;
+const stuck: { id: string; path: string; sentAt: number }[] = [];
+
+interface LatencyResult {
+  arrival: number[];
+  visible: number[];
+}
+
+/** Commits one request and measures commit → arrival at the target and commit → response row visible. */
+async function oneRequest(
+  stack: Stack,
+  writer: postgres.Sql,
+  poller: postgres.Sql,
+  path: string,
+): Promise<{ id: string; sentAt: number; visibleAt: number }> {
+  // The clock starts before the committing statement is sent: an upper bound on commit → x.
+  const sentAt = Date.now();
+  const [r] = await writer<{ id: string }[]>`select net.http_get(${stack.target.url + path})::text as id`;
+  const id = r!.id;
+  let visibleAt = Number.NaN;
+  try {
+    visibleAt = await until(
+      `response ${id}`,
+      async () => {
+        const found = await poller<{ one: number }[]>`select 1 as one from net._http_response where id = ${id}::bigint`;
+        return found.length > 0 ? Date.now() : null;
+      },
+      VISIBLE_LIMIT_MS,
+      2,
+    );
+  } catch {
+    // Not visible in time: reported as such (and left for the cron tick), not fatal.
+    stuck.push({ id, path, sentAt });
+  }
+  return { id, sentAt, visibleAt };
+}
+
+async function latencyIdle(stack: Stack, count: number, writer: postgres.Sql, poller: postgres.Sql): Promise<LatencyResult> {
+  const prefix = `/hits/lat-${runId}-`;
+  progress(`latency (idle): ${count} single requests, one at a time, 200 ms apart`);
+  const sent: { path: string; sentAt: number; visibleAt: number }[] = [];
+  for (let k = 0; k < count; k++) {
+    const path = `${prefix}${k}`;
+    const r = await oneRequest(stack, writer, poller, path);
+    sent.push({ path, sentAt: r.sentAt, visibleAt: r.visibleAt });
+    if ((k + 1) % 10 === 0) progress(`  ${k + 1}/${count}`);
+    // Let the drain find the queue empty and stop: each request meets an idle system.
+    await sleep(200);
+  }
+  const arrivals = await arrivalsFor(stack, prefix);
+  return {
+    arrival: sent.map((s) => (arrivals.get(s.path) ?? Number.NaN) - s.sentAt),
+    visible: sent.map((s) => s.visibleAt - s.sentAt),
+  };
+}
+
+async function latencyTrickle(stack: Stack, seconds: number, writer: postgres.Sql, poller: postgres.Sql): Promise<LatencyResult> {
+  const prefix = `/hits/trickle-${runId}-`;
+  const count = Math.round((seconds * 1000) / 100);
+  progress(`latency (trickle): one request every 100 ms for ${seconds} s (${count} requests)`);
+  const pending: Promise<{ path: string; sentAt: number; visibleAt: number }>[] = [];
+  const t0 = Date.now();
+  for (let k = 0; k < count; k++) {
+    // Scheduled against the start time, so a slow commit doesn't stretch the interval.
+    const wait = t0 + k * 100 - Date.now();
+    if (wait > 0) await sleep(wait);
+    const path = `${prefix}${k}`;
+    pending.push(oneRequest(stack, writer, poller, path).then((r) => ({ path, sentAt: r.sentAt, visibleAt: r.visibleAt })));
+    if ((k + 1) % 50 === 0) progress(`  ${k + 1}/${count}`);
+  }
+  const sent = await Promise.all(pending);
+  const arrivals = await arrivalsFor(stack, prefix);
+  return {
+    arrival: sent.map((s) => (arrivals.get(s.path) ?? Number.NaN) - s.sentAt),
+    visible: sent.map((s) => s.visibleAt - s.sentAt),
+  };
+}
+
+async function headOfLine(stack: Stack, slow: number, fast: number): Promise<{ lastFastMs: number; lastSlowMs: number; fastErrors: number; slowErrors: number }> {
+  progress(`head of line: ${slow} requests answering after 5 s mixed evenly with ${fast} fast ones`);
+  const prefix = `/hits/hol-${runId}-`;
+  const urls: string[] = [];
+  const timeouts: number[] = [];
+  const isSlow: boolean[] = [];
+  const every = Math.floor((slow + fast) / slow);
+  let s = 0;
+  let f = 0;
+  for (let i = 0; i < slow + fast; i++) {
+    if (i % every === 0 && s < slow) {
+      // Timeout above the delay: these succeed after 5 s rather than time out.
+      urls.push(`${stack.target.url}/delay/5000?hol=${runId}-${s++}`);
+      timeouts.push(10_000);
+      isSlow.push(true);
+    } else {
+      urls.push(`${stack.target.url}${prefix}${f++}`);
+      timeouts.push(2000);
+      isSlow.push(false);
+    }
+  }
+  const { ids, committedAt } = await enqueue(stack.sql, urls, timeouts);
+  const fastIds = ids.filter((_, i) => !isSlow[i]);
+  const slowIds = ids.filter((_, i) => isSlow[i]);
+  const fastList = `{${fastIds.join(',')}}`;
+  const slowList = `{${slowIds.join(',')}}`;
+  let lastPrint = Date.now();
+  let fastDoneAt = Number.NaN;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const [r] = await stack.sql<{ fast: number; slow: number }[]>`
+      select count(*) filter (where id = any(${fastList}::bigint[]))::int as fast,
+             count(*) filter (where id = any(${slowList}::bigint[]))::int as slow
+      from net._http_response where id between ${ids[0]!}::bigint and ${ids[ids.length - 1]!}::bigint`;
+    if (Number.isNaN(fastDoneAt) && (r?.fast ?? 0) >= fast) fastDoneAt = Date.now();
+    if ((r?.fast ?? 0) >= fast && (r?.slow ?? 0) >= slow) break;
+    if (Date.now() - lastPrint >= 2000) {
+      lastPrint = Date.now();
+      progress(`  fast ${r?.fast}/${fast}, slow ${r?.slow}/${slow} recorded`);
+    }
+    if (Date.now() > deadline) {
+      progress('  gave up waiting after 60 s');
+      break;
+    }
+    await sleep(10);
+  }
+  const [stats] = await stack.sql<{ last_fast: number | null; last_slow: number | null; fast_errors: number; slow_errors: number }[]>`
+    select (extract(epoch from max(created) filter (where id = any(${fastList}::bigint[]))) * 1000)::float8 as last_fast,
+           (extract(epoch from max(created) filter (where id = any(${slowList}::bigint[]))) * 1000)::float8 as last_slow,
+           count(*) filter (where id = any(${fastList}::bigint[]) and (error_msg is not null or status_code <> 200))::int as fast_errors,
+           count(*) filter (where id = any(${slowList}::bigint[]) and (error_msg is not null or status_code <> 200))::int as slow_errors
+    from net._http_response where id between ${ids[0]!}::bigint and ${ids[ids.length - 1]!}::bigint`;
+  await settle(stack);
+  return {
+    // The later of "row created" and "seen by polling" would double count; created is the record's start.
+    lastFastMs: Number.isNaN(fastDoneAt) ? Number.NaN : Math.max(0, (stats?.last_fast ?? Number.NaN) - committedAt),
+    lastSlowMs: (stats?.last_slow ?? Number.NaN) - committedAt,
+    fastErrors: stats?.fast_errors ?? 0,
+    slowErrors: stats?.slow_errors ?? 0,
+  };
+}
+
+async function bigBodies(stack: Stack, count: number): Promise<{ memory: MemorySample; baselineKb: number; errors: number; elapsedMs: number }> {
+  progress(`memory with 1 MB bodies: ${count} requests to /bytes/1048576 in one transaction`);
+  const urls = Array.from({ length: count }, (_, i) => `${stack.target.url}/bytes/1048576?big=${runId}-${i}`);
+  const baselineKb = stack.workerdPid === null ? 0 : rssKb(stack.workerdPid);
+  const sampler = new Sampler(stack.workerdPid);
+  sampler.start();
+  const { ids, committedAt } = await enqueue(stack.sql, urls, urls.map(() => 10_000));
+  const { done } = await waitRecorded(stack, ids[0]!, ids[ids.length - 1]!, count, '1 MB bodies', 180_000);
+  const memory = sampler.stop();
+  if (done.firstError) notes.push(`1 MB bodies: first error: ${done.firstError}`);
+  // Free the database of 1 MB rows before anything else runs.
+  await stack.sql`delete from net._http_response where id between ${ids[0]!}::bigint and ${ids[ids.length - 1]!}::bigint`;
+  await settle(stack);
+  return { memory, baselineKb, errors: done.errors + (count - done.recorded), elapsedMs: Math.round(done.lastCreated - committedAt) };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function versionOf(pkg: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
+}
+
+function table(): string {
+  const lines = ['| figure | value | target | |', '|---|---|---|---|'];
+  for (const r of rows) {
+    const mark = r.met === null ? '' : r.met ? 'met' : '**missed**';
+    lines.push(`| ${r.figure} | ${r.value} | ${r.target} | ${mark} |`);
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<number> {
+  const { plan: p, out } = plan();
+  progress(`pg-net-edge benchmark${p.quick ? ' (quick)' : ''}: N = ${p.ns.join(', ')}`);
+  const stack = await startStack({ progress });
+  let cron: NodeJS.Timeout | undefined;
+  let writer: postgres.Sql | undefined;
+  let poller: postgres.Sql | undefined;
+  try {
+    progress(`stack up: ${stack.databaseLabel}; Worker at ${stack.workerUrl}; workerd pid ${stack.workerdPid ?? 'not found'}; target ${stack.target.url}`);
+    // The every-minute cron, as production (and npm start) fires it: the guarantee behind the nudges.
+    cron = setInterval(() => {
+      progress('cron tick: firing the Worker\'s "* * * * *" handler');
+      stack.fireCron().catch((error: unknown) => progress(`cron tick failed: ${String(error)}`));
+    }, 60_000);
+    writer = postgres(stack.dbUrl, { max: 1, fetch_types: false, onnotice: () => {} });
+    poller = postgres(stack.dbUrl, { max: 1, fetch_types: false, onnotice: () => {} });
+
+    await warmUp(stack);
+
+    // 1 + 2 + 5: ceiling, throughput and memory for each N. The ceiling runs right before and
+    // right after the drain; the better of the two is the ceiling (the ratio is then conservative).
+    const memoryRows: { n: number; deltaMiB: number; peakMiB: number; hwmMiB: number; fds: number }[] = [];
+    for (const n of p.ns) {
+      const before = await ceilingRate(stack, n, 1);
+      const tp = await throughput(stack, n);
+      const after = await ceilingRate(stack, n, 2);
+      const ceiling = Math.max(before.rate, after.rate);
+      const ratio = tp.rate / ceiling;
+      row(`ceiling, N=${n} (bare workerd fetch loop, concurrency ${stack.concurrency})`, `${fmt(ceiling)} req/s (runs: ${fmt(before.rate)}, ${fmt(after.rate)})`);
+      row(`throughput, N=${n} (commit → last response row)`, `${fmt(tp.rate)} req/s (${tp.elapsedMs} ms)`);
+      row(`drain/ceiling, N=${n}`, `${fmt(ratio * 100, 1)}%`, '≥ 80%', ratio >= 0.8);
+      row(
+        `errors / duplicates / never arrived, N=${n}`,
+        `${tp.errors} / ${tp.duplicates} / ${tp.missing}`,
+        '0 / 0 / 0',
+        tp.errors === 0 && tp.duplicates === 0 && tp.missing === 0,
+      );
+      row(`workerd peak open fds, N=${n}`, `${tp.memory.peakFds}`, 'no fd exhaustion', tp.errors === 0);
+      const best = before.rate >= after.rate ? before : after;
+      row(
+        `CPU, N=${n}: workerd ms per 1000 requests / machine busy (drain vs ceiling)`,
+        `${fmt((tp.memory.workerdCpuMs / n) * 1000)} / ${fmt(tp.memory.machineBusy * 100)}% vs ${fmt((best.cpu.workerdCpuMs / n) * 1000)} / ${fmt(best.cpu.machineBusy * 100)}%`,
+      );
+      memoryRows.push({
+        n,
+        deltaMiB: mib(tp.memory.peakRssKb - tp.baselineKb),
+        peakMiB: mib(tp.memory.peakRssKb),
+        hwmMiB: mib(tp.memory.hwmKb),
+        fds: tp.memory.peakFds,
+      });
+    }
+
+    // 3. Latency, idle then under a trickle; dedicated connections so polling never queues the writes.
+    const idle = await latencyIdle(stack, p.latencyCount, writer, poller);
+    await settle(stack);
+    const trickle = await latencyTrickle(stack, p.trickleSeconds, writer, poller);
+    await settle(stack);
+    for (const [label, result] of [
+      ['idle', idle],
+      ['trickle 1/100 ms', trickle],
+    ] as const) {
+      const missing = result.arrival.filter((x) => Number.isNaN(x)).length;
+      const arrival = result.arrival.filter((x) => !Number.isNaN(x));
+      const p50 = percentile(arrival, 50);
+      const p99 = percentile(arrival, 99);
+      row(
+        `commit → arrival p50 / p99, ${label} (n=${result.arrival.length})`,
+        `${fmt(p50)} / ${fmt(p99)} ms${missing ? ` (${missing} never arrived)` : ''}`,
+        '< 20 / < 100 ms',
+        missing === 0 && p50 < 20 && p99 < 100,
+      );
+      // A row not visible within the limit counts as infinitely late.
+      const visible = result.visible.map((x) => (Number.isNaN(x) ? Number.POSITIVE_INFINITY : x));
+      const late = (x: number) => (x === Number.POSITIVE_INFINITY ? `> ${VISIBLE_LIMIT_MS}` : fmt(x));
+      const notVisible = visible.filter((x) => x === Number.POSITIVE_INFINITY).length;
+      row(
+        `commit → response row visible p50 / p99, ${label}`,
+        `${late(percentile(visible, 50))} / ${late(percentile(visible, 99))} ms${notVisible ? ` (${notVisible} not visible within ${VISIBLE_LIMIT_MS / 1000} s)` : ''}`,
+      );
+    }
+
+    for (const s of stuck) {
+      const arrived = (await arrivalsFor(stack, s.path)).get(s.path);
+      const [row0] = await stack.sql<{ queued: boolean; lease_owner: string | null; attempts: number | null; recorded: boolean }[]>`
+        select exists(select 1 from net.http_request_queue where id = ${s.id}::bigint) as queued,
+               (select lease_owner from net.http_request_queue where id = ${s.id}::bigint) as lease_owner,
+               (select attempts from net.http_request_queue where id = ${s.id}::bigint) as attempts,
+               exists(select 1 from net._http_response where id = ${s.id}::bigint) as recorded`;
+      const around = stack.drainLogs.filter((d) => Math.abs(d.at - s.sentAt) < 3000).map((d) => `${d.trigger}:${d.claimed}/${d.stopped}@${d.at - s.sentAt}ms`);
+      notes.push(
+        `request ${s.id} (${s.path}) not visible within ${VISIBLE_LIMIT_MS / 1000} s: ${arrived === undefined ? 'never arrived at the target' : `arrived ${arrived - s.sentAt} ms after commit`}; now queued=${row0?.queued} lease=${row0?.lease_owner ?? 'none'} attempts=${row0?.attempts ?? '-'} recorded=${row0?.recorded}; drains ending ±3 s: ${around.join(', ') || 'none'}`,
+      );
+    }
+
+    // 4. Head of line.
+    const hol = await headOfLine(stack, p.holSlow, p.holFast);
+    row(
+      `head of line: last of ${p.holFast} fast responses recorded (with ${p.holSlow} × 5 s)`,
+      `${fmt(hol.lastFastMs)} ms after commit (slow ones: ${fmt(hol.lastSlowMs)} ms); errors fast ${hol.fastErrors}, slow ${hol.slowErrors}`,
+      'well under 5 s (< 2500 ms)',
+      hol.lastFastMs < 2500 && hol.fastErrors === 0,
+    );
+
+    // 5. Memory.
+    const bound = (stack.concurrency * stack.maxResponseBytes) / 1024 / 1024;
+    for (const m of memoryRows) {
+      row(`workerd peak RSS during throughput N=${m.n}`, `${fmt(m.peakMiB, 1)} MiB (+${fmt(m.deltaMiB, 1)} MiB over idle; VmHWM ${fmt(m.hwmMiB, 1)} MiB)`);
+    }
+    if (memoryRows.length >= 2) {
+      const small = memoryRows[0]!;
+      const large = memoryRows[memoryRows.length - 1]!;
+      // Bounded by concurrency, not queue length: ×N more queue must not mean ×N more memory.
+      const flat = large.deltaMiB <= small.deltaMiB * 1.5 + 16;
+      row(
+        `memory vs queue length (N=${small.n} → N=${large.n})`,
+        `+${fmt(small.deltaMiB, 1)} → +${fmt(large.deltaMiB, 1)} MiB`,
+        'independent of N (≤ 1.5× + 16 MiB)',
+        flat,
+      );
+    }
+    const big = await bigBodies(stack, p.bigCount);
+    const bigDelta = mib(big.memory.peakRssKb - big.baselineKb);
+    row(
+      `workerd peak RSS with 1 MB bodies (${p.bigCount} requests)`,
+      `${fmt(mib(big.memory.peakRssKb), 1)} MiB (+${fmt(bigDelta, 1)} MiB over idle; VmHWM ${fmt(mib(big.memory.hwmKb), 1)} MiB); ${big.errors} errors, ${fmt(big.elapsedMs)} ms`,
+      `≤ concurrency × max response = ${stack.concurrency} × ${fmt(stack.maxResponseBytes / 1048576, 0)} MiB = ${fmt(bound)} MiB`,
+      bigDelta <= bound && big.errors === 0,
+    );
+
+    // Report.
+    const cpu = cpus();
+    const machine = `${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 1024 ** 3, 1)} GiB RAM, Linux ${release()}`;
+    const settings = `CONCURRENCY=${stack.concurrency}, pg_net.batch_size=200 (default), max response ${stack.maxResponseBytes} bytes`;
+    const text = [
+      '# pg-net-edge benchmark results',
+      '',
+      `- date: ${new Date().toISOString()}`,
+      `- machine: ${machine}`,
+      `- software: Node ${process.version}, workerd ${versionOf('workerd')} (miniflare ${versionOf('miniflare')}), postgres.js ${versionOf('postgres')}, ${stack.databaseLabel.replace(/\(.*\)/, '').trim()}`,
+      `- Worker settings: ${settings}`,
+      `- run: \`npm run bench${p.quick ? ' -- --quick' : p.ns.join(',') === '5000,20000' ? '' : ` -- --n ${p.ns.join(',')}`}\` (${fmt((Date.now() - started) / 1000)} s); see bench/README.md for what each figure means`,
+      '',
+      table(),
+      '',
+      ...(notes.length ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
+    ].join('\n');
+    process.stdout.write(`\n${table()}\n\n`);
+    for (const note of notes) process.stdout.write(`note: ${note}\n`);
+    writeFileSync(out, text);
+    progress(`written to ${out}`);
+    return 0;
+  } finally {
+    if (cron) clearInterval(cron);
+    await writer?.end({ timeout: 5 });
+    await poller?.end({ timeout: 5 });
+    progress('stopping the stack');
+    await stack.stop();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    process.stderr.write(`bench failed: ${text.length > 2000 ? `${text.slice(0, 2000)}…` : text}\n`);
+    process.exit(1);
+  },
+);
