@@ -140,6 +140,44 @@ begin
 end
 $$;
 
+-- Version 2 ("beyond pg_net"): retries, delays, exact response headers, re-sendable failures.
+do $$
+begin
+  if exists (select from net._migrations where version = 2) then
+    return;
+  end if;
+
+  -- not_before: the row is not claimed before this time (a delayed request, or one waiting to
+  -- retry). max_attempts / retry_max_delay_ms: the request's retry policy, fixed when queued.
+  -- last_error: why the previous attempt failed, while the row waits to retry.
+  alter table net.http_request_queue
+    add column if not exists not_before         timestamptz,
+    add column if not exists max_attempts       int not null default 1,
+    add column if not exists retry_max_delay_ms int not null default 60000,
+    add column if not exists last_error         text;
+
+  -- attempts: how many times the request was sent. headers_all: every response header line as
+  -- [name, value] pairs (Set-Cookie can't be folded into one value). The request's own fields
+  -- are kept for failed requests only, so net.retry() can send them again.
+  alter table net._http_response
+    add column if not exists attempts             int,
+    add column if not exists headers_all          jsonb,
+    add column if not exists method               text,
+    add column if not exists url                  text,
+    add column if not exists request_headers      jsonb,
+    add column if not exists request_body         bytea,
+    add column if not exists timeout_milliseconds int,
+    add column if not exists max_attempts         int,
+    add column if not exists retry_max_delay_ms   int;
+  -- net.failed_requests lists the newest failures first.
+  create index if not exists _http_response_failed_idx on net._http_response (created)
+    where error_msg is not null or status_code >= 400;
+
+  insert into net._migrations (version, description)
+  values (2, 'retries, delays, exact response headers, re-sendable failures');
+end
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- 3. Helpers (not granted to PUBLIC; the SECURITY DEFINER API calls them as the owner)
 -------------------------------------------------------------------------------------------------
@@ -310,8 +348,11 @@ end
 $$;
 
 -- Validates everything, queues one request, wakes the worker (at commit), returns the id.
+-- max_attempts null = the pg_net.max_attempts setting (default 1: no retries, as pg_net);
+-- not_before null = due at once; retry_max_delay_ms null = 60000.
 create or replace function net._enqueue(method text, url text, params jsonb, headers jsonb, body bytea,
-                                        timeout_milliseconds int)
+                                        timeout_milliseconds int, max_attempts int, not_before timestamptz,
+                                        retry_max_delay_ms int)
 returns bigint
 language plpgsql
 volatile
@@ -321,6 +362,8 @@ declare
   request_id bigint;
   full_url   text;
   clean      jsonb;
+  attempts   int := coalesce(max_attempts, net._default_max_attempts());
+  max_delay  int := coalesce(retry_max_delay_ms, 60000);
 begin
   perform net._check_url(url);
   if timeout_milliseconds is null then
@@ -330,14 +373,52 @@ begin
     raise exception 'timeout_milliseconds must be between 1 and 300000 (5 minutes), got %', timeout_milliseconds
       using errcode = 'invalid_parameter_value';
   end if;
+  if attempts < 1 or attempts > 50 then
+    raise exception 'max_attempts must be between 1 and 50, got %', attempts using errcode = 'invalid_parameter_value';
+  end if;
+  if max_delay < 0 or max_delay > 86400000 then
+    raise exception 'retry_max_delay_ms must be between 0 and 86400000 (1 day), got %', max_delay
+      using errcode = 'invalid_parameter_value';
+  end if;
   clean := net._check_headers(headers);
   full_url := net._with_params(url, params);
-  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
-  values (method, full_url, clean, body, timeout_milliseconds)
+  insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds, not_before, max_attempts,
+                                      retry_max_delay_ms)
+  values (method, full_url, clean, body, timeout_milliseconds, not_before, attempts, max_delay)
   returning id into request_id;
   -- Delivered only at commit, and identical notifications fold: one per transaction.
   perform pg_notify('pg_net_edge_wake', '');
   return request_id;
+end
+$$;
+
+-- The pg_net-shaped functions' entry point: default retry policy, due at once.
+create or replace function net._enqueue(method text, url text, params jsonb, headers jsonb, body bytea,
+                                        timeout_milliseconds int)
+returns bigint
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._enqueue(method, url, params, headers, body, timeout_milliseconds, null, null, null)
+$$;
+
+-- pg_net.max_attempts for a request queued without max_attempts: the caller's session value
+-- (SET pg_net.max_attempts = 3) first, then the owner's role/database settings, then 1.
+-- Invalid values are ignored (net.settings shows them as such).
+create or replace function net._default_max_attempts()
+returns int
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  raw text := nullif(btrim(current_setting('pg_net.max_attempts', true)), '');
+begin
+  if raw ~ '^[0-9]{1,3}$' and raw::int between 1 and 50 then
+    return raw::int;
+  end if;
+  return coalesce((select s.setting::int from net._settings(current_user) s where s.name = 'pg_net.max_attempts'), 1);
 end
 $$;
 
@@ -357,7 +438,7 @@ declare
   raw_source text;
   ok         boolean;
 begin
-  foreach wanted in array array['pg_net.ttl', 'pg_net.batch_size'] loop
+  foreach wanted in array array['pg_net.ttl', 'pg_net.batch_size', 'pg_net.max_attempts'] loop
     select substr(c, length(wanted) + 2),
            case when s.setrole <> 0 and s.setdatabase <> 0 then 'role+database'
                 when s.setrole <> 0 then 'role'
@@ -381,6 +462,8 @@ begin
       begin
         if wanted = 'pg_net.ttl' then
           ok := raw::interval > interval '0';
+        elsif wanted = 'pg_net.max_attempts' then
+          ok := raw::int between 1 and 50;
         else
           ok := raw::int > 0;
         end if;
@@ -393,7 +476,7 @@ begin
       setting := raw;
       source := raw_source;
     else
-      setting := case wanted when 'pg_net.ttl' then '6 hours' else '200' end;
+      setting := case wanted when 'pg_net.ttl' then '6 hours' when 'pg_net.max_attempts' then '1' else '200' end;
       source := case when raw is null then 'default'
                      else format('default (invalid %s value %s ignored)', raw_source, quote_literal(raw)) end;
     end if;
@@ -485,6 +568,351 @@ $$;
 comment on function net.http_delete(text, jsonb, jsonb, int, jsonb) is
   'Queues an HTTP DELETE, sent by the pg-net-edge worker after this transaction commits. Returns the request id.';
 
+-------------------------------------------------------------------------------------------------
+-- 4b. Beyond pg_net: any method and body, form posts, retries, delays, request status.
+-------------------------------------------------------------------------------------------------
+
+-- The one place that builds a request from a body of any type: checks the method, refuses a
+-- body on GET/HEAD, adds the body type's Content-Type unless the caller gave one, validates the
+-- schedule, queues.
+create or replace function net._request(method text, url text, body bytea, default_type text, params jsonb,
+                                        headers jsonb, timeout_milliseconds int, max_attempts int,
+                                        not_before timestamptz, delay interval, retry_max_delay_ms int)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  verb  text := upper(btrim(method));
+  clean jsonb;
+  due   timestamptz := not_before;
+begin
+  if method is null then
+    raise exception 'method must not be null' using errcode = 'null_value_not_allowed';
+  end if;
+  if verb not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then
+    raise exception 'unknown HTTP method "%": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS', method
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if body is not null and verb in ('GET', 'HEAD') then
+    raise exception 'a % request cannot carry a body', verb
+      using errcode = 'invalid_parameter_value',
+            hint = 'Pass the data as params (the query string), or use POST, PUT or PATCH.';
+  end if;
+  if delay is not null and not_before is not null then
+    raise exception 'give either not_before or delay, not both' using errcode = 'invalid_parameter_value';
+  end if;
+  if delay < interval '0' then
+    raise exception 'delay must not be negative, got %', delay using errcode = 'invalid_parameter_value';
+  end if;
+  if delay is not null then
+    due := clock_timestamp() + delay;
+  end if;
+  perform net._check_url(url);
+  clean := net._check_headers(headers);
+  if body is not null and default_type is not null
+     and not exists (select from jsonb_object_keys(clean) k where lower(k) = 'content-type') then
+    clean := clean || jsonb_build_object('Content-Type', default_type);
+  end if;
+  return net._enqueue(verb, url, params, clean, body, timeout_milliseconds, max_attempts, due, retry_max_delay_ms);
+end
+$$;
+
+-- Three overloads, told apart by the body's type. Only the jsonb one has a default body, so a
+-- call without a body is never ambiguous; an untyped literal ('hello') resolves to text (the
+-- preferred string type); cast to ::jsonb or ::bytea for the others.
+create or replace function net.http_request(
+  method               text,
+  url                  text,
+  body                 jsonb       default null,
+  params               jsonb       default '{}'::jsonb,
+  headers              jsonb       default '{}'::jsonb,
+  timeout_milliseconds int         default 2000,
+  max_attempts         int         default null,
+  not_before           timestamptz default null,
+  delay                interval    default null,
+  retry_max_delay_ms   int         default null
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._request(method, url, convert_to(body::text, 'UTF8'), 'application/json', params, headers,
+                      timeout_milliseconds, max_attempts, not_before, delay, retry_max_delay_ms)
+$$;
+comment on function net.http_request(text, text, jsonb, jsonb, jsonb, int, int, timestamptz, interval, int) is
+  'Queues an HTTP request with a JSON body (Content-Type application/json unless given). Returns the request id.';
+
+create or replace function net.http_request(
+  method               text,
+  url                  text,
+  body                 text,
+  params               jsonb       default '{}'::jsonb,
+  headers              jsonb       default '{}'::jsonb,
+  timeout_milliseconds int         default 2000,
+  max_attempts         int         default null,
+  not_before           timestamptz default null,
+  delay                interval    default null,
+  retry_max_delay_ms   int         default null
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._request(method, url, convert_to(body, 'UTF8'), 'text/plain; charset=utf-8', params, headers,
+                      timeout_milliseconds, max_attempts, not_before, delay, retry_max_delay_ms)
+$$;
+comment on function net.http_request(text, text, text, jsonb, jsonb, int, int, timestamptz, interval, int) is
+  'Queues an HTTP request with a text body sent as UTF-8 (Content-Type text/plain; charset=utf-8 unless given). Returns the request id.';
+
+create or replace function net.http_request(
+  method               text,
+  url                  text,
+  body                 bytea,
+  params               jsonb       default '{}'::jsonb,
+  headers              jsonb       default '{}'::jsonb,
+  timeout_milliseconds int         default 2000,
+  max_attempts         int         default null,
+  not_before           timestamptz default null,
+  delay                interval    default null,
+  retry_max_delay_ms   int         default null
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._request(method, url, body, 'application/octet-stream', params, headers,
+                      timeout_milliseconds, max_attempts, not_before, delay, retry_max_delay_ms)
+$$;
+comment on function net.http_request(text, text, bytea, jsonb, jsonb, int, int, timestamptz, interval, int) is
+  'Queues an HTTP request with a binary body sent byte for byte (Content-Type application/octet-stream unless given). Returns the request id.';
+
+-- http_put / http_patch: http_post's shape and rules (JSON body, Content-Type application/json).
+create or replace function net._json_request(method text, url text, body jsonb, params jsonb, headers jsonb,
+                                             timeout_milliseconds int)
+returns bigint
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  clean jsonb := net._check_headers(headers);
+  item  record;
+  found_type boolean := false;
+begin
+  perform net._check_url(url);
+  for item in select key, value #>> '{}' as value from jsonb_each(clean) where lower(key) = 'content-type' loop
+    found_type := true;
+    if item.value !~* '^[[:space:]]*application/json[[:space:]]*(;.*)?$' then
+      raise exception 'net.http_% sends JSON: Content-Type must be application/json, got "%"', lower(method), item.value
+        using errcode = 'invalid_parameter_value',
+              hint = 'Leave Content-Type out (application/json is added), or use net.http_request for other bodies.';
+    end if;
+  end loop;
+  if not found_type then
+    clean := clean || '{"Content-Type": "application/json"}'::jsonb;
+  end if;
+  return net._enqueue(method, url, params, clean, convert_to(body::text, 'UTF8'), timeout_milliseconds);
+end
+$$;
+
+create or replace function net.http_put(
+  url                  text,
+  body                 jsonb default '{}'::jsonb,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{"Content-Type": "application/json"}'::jsonb,
+  timeout_milliseconds int   default 2000
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._json_request('PUT', url, body, params, headers, timeout_milliseconds)
+$$;
+comment on function net.http_put(text, jsonb, jsonb, jsonb, int) is
+  'Queues an HTTP PUT with a JSON body, like net.http_post. Returns the request id.';
+
+create or replace function net.http_patch(
+  url                  text,
+  body                 jsonb default '{}'::jsonb,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{"Content-Type": "application/json"}'::jsonb,
+  timeout_milliseconds int   default 2000
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._json_request('PATCH', url, body, params, headers, timeout_milliseconds)
+$$;
+comment on function net.http_patch(text, jsonb, jsonb, jsonb, int) is
+  'Queues an HTTP PATCH with a JSON body, like net.http_post. Returns the request id.';
+
+-- A JSON object as an application/x-www-form-urlencoded body: name=value pairs joined by &,
+-- RFC 3986-encoded (spaces as %20, which every form decoder accepts). An array value repeats
+-- its name (tag=a&tag=b); a null value leaves the name out. Keys come in jsonb's order.
+create or replace function net.form_urlencode(form jsonb)
+returns text
+language plpgsql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  item  record;
+  elem  jsonb;
+  pairs text[] := '{}';
+begin
+  if form is null or form = 'null'::jsonb then
+    return '';
+  end if;
+  if jsonb_typeof(form) <> 'object' then
+    raise exception 'form must be a JSON object of name/value pairs, got a JSON %', jsonb_typeof(form)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  for item in select * from jsonb_each(form) loop
+    for elem in select case when jsonb_typeof(item.value) = 'array' then e else item.value end
+                from jsonb_array_elements(case when jsonb_typeof(item.value) = 'array' then item.value
+                                               else '[null]'::jsonb end) e loop
+      case jsonb_typeof(elem)
+        when 'null' then continue;
+        when 'string' then pairs := pairs || (net._urlencode(item.key) || '=' || net._urlencode(elem #>> '{}'));
+        when 'number', 'boolean' then pairs := pairs || (net._urlencode(item.key) || '=' || net._urlencode(elem::text));
+        else
+          raise exception 'form field "%" must be a string, number, boolean or an array of them, got a JSON %',
+                          item.key, jsonb_typeof(elem)
+            using errcode = 'invalid_parameter_value';
+      end case;
+    end loop;
+  end loop;
+  return array_to_string(pairs, '&');
+end
+$$;
+
+-- A form post: the body is net.form_urlencode(form), Content-Type
+-- application/x-www-form-urlencoded unless the caller gives one.
+create or replace function net.http_post_form(
+  url                  text,
+  form                 jsonb default '{}'::jsonb,
+  params               jsonb default '{}'::jsonb,
+  headers              jsonb default '{}'::jsonb,
+  timeout_milliseconds int   default 2000
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._request('POST', url, convert_to(net.form_urlencode(form), 'UTF8'), 'application/x-www-form-urlencoded',
+                      params, headers, timeout_milliseconds, null, null, null, null)
+$$;
+comment on function net.http_post_form(text, jsonb, jsonb, jsonb, int) is
+  'Queues an HTTP POST of a form (application/x-www-form-urlencoded) built from a JSON object. Returns the request id.';
+
+-- A finished request failed when no HTTP response came back (error_msg) or its status was 4xx/5xx.
+create or replace function net._failed(status_code int, error_msg text)
+returns boolean
+language sql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  select error_msg is not null or coalesce(status_code >= 400, false)
+$$;
+
+-- Where a request stands: 'queued', 'in flight', 'waiting to retry', 'succeeded', 'failed' or
+-- 'unknown' (never queued, not yet committed, or its response was swept after pg_net.ttl).
+create or replace function net.request_status(request_id bigint)
+returns text
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+           when q.id is not null then
+             case when q.lease_expires > clock_timestamp() then 'in flight'
+                  when q.last_error is not null then 'waiting to retry'
+                  else 'queued' end
+           when r.id is not null then
+             case when net._failed(r.status_code, r.error_msg) then 'failed' else 'succeeded' end
+           else 'unknown'
+         end
+  from (select request_id) as wanted(id)
+  left join net.http_request_queue q on q.id = wanted.id
+  left join net._http_response r on r.id = wanted.id
+$$;
+comment on function net.request_status(bigint) is
+  'queued / in flight / waiting to retry / succeeded / failed / unknown';
+
+-- Requests that failed for good, newest first, with what net.retry() would send again.
+create or replace view net.failed_requests as
+  select r.id, r.method, r.url, r.status_code, r.error_msg, r.timed_out, r.attempts, r.created
+  from net._http_response r
+  where r.error_msg is not null or r.status_code >= 400
+  order by r.created desc, r.id desc;
+comment on view net.failed_requests is
+  'Finished requests with an error or a 4xx/5xx status; net.retry(id) queues one again';
+
+-- Queues a failed request again under the same id (its response row is removed, so
+-- net.request_status and net.http_collect_response follow the new attempt). Its method, url,
+-- headers, body, timeout and retry policy are the stored ones; max_attempts may be overridden.
+create or replace function net.retry(request_id bigint, max_attempts int default null, delay interval default null)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r net._http_response%rowtype;
+begin
+  -- Locks the row: of two concurrent retries of one request, the second finds it gone.
+  select * into r from net._http_response x where x.id = request_id for update;
+  if not found then
+    if exists (select from net.http_request_queue q where q.id = request_id) then
+      raise exception 'request % is still %; only finished requests can be retried', request_id,
+                      net.request_status(request_id)
+        using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    raise exception 'request % not found (never queued, or its response was deleted after pg_net.ttl)', request_id
+      using errcode = 'no_data_found';
+  end if;
+  if not net._failed(r.status_code, r.error_msg) then
+    raise exception 'request % succeeded (HTTP %); only failed requests can be retried', request_id, r.status_code
+      using errcode = 'object_not_in_prerequisite_state';
+  end if;
+  if r.method is null or r.url is null then
+    raise exception 'request % has no stored request to send again (it finished before pg-net-edge schema v2)', request_id
+      using errcode = 'object_not_in_prerequisite_state';
+  end if;
+  if max_attempts is not null and (max_attempts < 1 or max_attempts > 50) then
+    raise exception 'max_attempts must be between 1 and 50, got %', max_attempts using errcode = 'invalid_parameter_value';
+  end if;
+  if delay < interval '0' then
+    raise exception 'delay must not be negative, got %', delay using errcode = 'invalid_parameter_value';
+  end if;
+  insert into net.http_request_queue (id, method, url, headers, body, timeout_milliseconds, max_attempts,
+                                      retry_max_delay_ms, not_before)
+  values (r.id, r.method, r.url, coalesce(r.request_headers, '{}'), r.request_body,
+          coalesce(r.timeout_milliseconds, 2000), coalesce(max_attempts, r.max_attempts, 1),
+          coalesce(r.retry_max_delay_ms, 60000), clock_timestamp() + delay);
+  delete from net._http_response x where x.id = request_id;
+  perform pg_notify('pg_net_edge_wake', '');
+  return request_id;
+end
+$$;
+
 -- True when the queue row for request_id was inserted by this transaction (or one of its
 -- subtransactions): such a row is only sent after commit, so waiting for it inside this
 -- transaction would never end. A row we can see whose inserting transaction is still in
@@ -521,8 +949,10 @@ end
 $$;
 
 -- pg_net's collect_response: SUCCESS with the response, ERROR with the worker's error message,
--- PENDING while queued, ERROR when unknown. async := false waits (up to the request's timeout
--- + 65 s) for the worker to record the response.
+-- PENDING while queued (also while waiting to retry), ERROR 'request matching request_id not
+-- found' when unknown (pg_net can't tell those two apart). async := false waits for the final
+-- response, up to the request's own budget: from when it is due, max_attempts × (timeout + 65 s,
+-- a cron period and some) + (max_attempts − 1) × retry_max_delay_ms.
 create or replace function net._http_collect_response(request_id bigint, async boolean default true)
 returns net.http_response_result
 language plpgsql
@@ -532,7 +962,9 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   response net._http_response%rowtype;
-  timeout  int;
+  queued   net.http_request_queue%rowtype;
+  status   text;
+  budget   bigint;
   deadline timestamptz;
 begin
   loop
@@ -546,11 +978,20 @@ begin
                  row(response.status_code, response.headers, response.content)::net.http_response
                 )::net.http_response_result;
     end if;
-    select q.timeout_milliseconds into timeout from net.http_request_queue q where q.id = request_id;
+    select * into queued from net.http_request_queue q where q.id = request_id;
     if not found then
+      status := net.request_status(request_id);
+      if status in ('succeeded', 'failed') then
+        continue;  -- recorded between our two reads: read the response again
+      end if;
       return row('ERROR', 'request matching request_id not found', null)::net.http_response_result;
     end if;
     if async or async is null then
+      if queued.last_error is not null and (queued.lease_expires is null or queued.lease_expires <= clock_timestamp()) then
+        return row('PENDING', format('request is pending: waiting to retry at %s after attempt %s of %s failed: %s',
+                                     queued.not_before, queued.attempts, queued.max_attempts, queued.last_error),
+                   null)::net.http_response_result;
+      end if;
       return row('PENDING', 'request is pending', null)::net.http_response_result;
     end if;
     if deadline is null then
@@ -559,10 +1000,12 @@ begin
           using errcode = 'object_not_in_prerequisite_state',
                 hint = 'Commit first, then call net.http_collect_response(id, async := false) in a new transaction.';
       end if;
-      deadline := clock_timestamp() + make_interval(secs => (timeout + 65000) / 1000.0);
+      budget := greatest(queued.max_attempts, 1)::bigint * (queued.timeout_milliseconds + 65000)
+                + (greatest(queued.max_attempts, 1) - 1)::bigint * queued.retry_max_delay_ms;
+      deadline := greatest(clock_timestamp(), queued.not_before) + make_interval(secs => budget / 1000.0);
     elsif clock_timestamp() > deadline then
       return row('PENDING', format('request is still pending after waiting %s ms; is the worker running? see net.check_worker_is_up()',
-                                   timeout + 65000), null)::net.http_response_result;
+                                   budget), null)::net.http_response_result;
     end if;
     perform pg_sleep(0.05);
   end loop;
@@ -673,14 +1116,14 @@ create or replace view net.settings as
   from pg_catalog.pg_namespace n
   cross join lateral net._settings(pg_catalog.pg_get_userbyid(n.nspowner)) s
   where n.nspname = 'net';
-comment on view net.settings is 'pg_net.ttl and pg_net.batch_size as the pg-net-edge worker sees them';
+comment on view net.settings is 'pg_net.ttl, pg_net.batch_size and pg_net.max_attempts as pg-net-edge sees them';
 
 -------------------------------------------------------------------------------------------------
 -- 5. Worker-facing API (EXECUTE revoked from PUBLIC; the worker connects as the owner)
 -------------------------------------------------------------------------------------------------
 
--- Claims up to max_rows free requests, oldest first, skipping rows another drain has locked,
--- and stamps a lease long enough for the request's timeout plus a margin.
+-- Claims up to max_rows free and due requests (not_before passed), oldest first, skipping rows
+-- another drain has locked, and stamps a lease long enough for the request's timeout plus a margin.
 create or replace function net._claim(owner text, max_rows int, lease_margin_ms int default 30000,
                                       max_timeout_ms int default null)
 returns setof net._claimed
@@ -692,6 +1135,7 @@ as $$
     select q.id
     from net.http_request_queue q
     where (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+      and (q.not_before is null or q.not_before <= clock_timestamp())
       and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
     order by q.id
     limit greatest(coalesce(max_rows, 0), 0)
@@ -713,6 +1157,9 @@ $$;
 
 -- Records finished requests in one statement: deletes the queue rows this owner still holds
 -- and inserts one response per deleted row (a drain whose lease was taken over records nothing).
+-- An outcome with retry_in_ms (the drain judged it retryable and chose the delay) whose request
+-- has attempts left is not a response: its row is released, due again after that delay (capped
+-- by the request's retry_max_delay_ms). Returns how many outcomes were taken (both kinds).
 create or replace function net._record(owner text, responses jsonb)
 returns int
 language sql
@@ -723,28 +1170,54 @@ as $$
     select distinct on (r.id) r.*
     from jsonb_to_recordset(coalesce(responses, '[]'::jsonb)) as r(
       id bigint, status_code int, content_type text, headers jsonb, content text,
-      content_base64 text, timed_out boolean, error_msg text)
+      content_base64 text, timed_out boolean, error_msg text, headers_all jsonb, retry_in_ms bigint)
     where r.id is not null
     order by r.id
+  ), retried as (
+    update net.http_request_queue q
+       set lease_owner   = null,
+           lease_expires = null,
+           not_before    = clock_timestamp()
+                           + make_interval(secs => least(greatest(i.retry_in_ms, 0), q.retry_max_delay_ms) / 1000.0),
+           last_error    = coalesce(i.error_msg, 'HTTP ' || i.status_code, 'failed')
+      from incoming i
+     where q.id = i.id and q.lease_owner = owner
+       and i.retry_in_ms is not null and q.attempts < q.max_attempts
+    returning q.id
   ), done as (
+    -- The complement of "retried" (same snapshot, so no row is in both).
     delete from net.http_request_queue q
     using incoming i
     where q.id = i.id and q.lease_owner = owner
-    returning q.id
+      and not (i.retry_in_ms is not null and q.attempts < q.max_attempts)
+    returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts, q.max_attempts,
+              q.retry_max_delay_ms
   ), inserted as (
-    insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg, content_bytes)
+    insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg, content_bytes,
+                                    attempts, headers_all, method, url, request_headers, request_body,
+                                    timeout_milliseconds, max_attempts, retry_max_delay_ms)
     select i.id, i.status_code, i.content_type, nullif(i.headers, 'null'::jsonb), i.content, i.timed_out, i.error_msg,
-           decode(i.content_base64, 'base64')
+           decode(i.content_base64, 'base64'), d.attempts, nullif(i.headers_all, 'null'::jsonb),
+           -- The request itself is kept only when it failed, for net.retry().
+           case when f.failed then d.method end, case when f.failed then d.url end,
+           case when f.failed then d.headers end, case when f.failed then d.body end,
+           case when f.failed then d.timeout_milliseconds end, case when f.failed then d.max_attempts end,
+           case when f.failed then d.retry_max_delay_ms end
     from incoming i
     join done d on d.id = i.id
+    cross join lateral (select net._failed(i.status_code, i.error_msg) as failed) f
     -- A stale row with the same id (e.g. after a sequence reset) must not block the new result.
     on conflict (id) do update
       set status_code = excluded.status_code, content_type = excluded.content_type,
           headers = excluded.headers, content = excluded.content, timed_out = excluded.timed_out,
-          error_msg = excluded.error_msg, created = excluded.created, content_bytes = excluded.content_bytes
+          error_msg = excluded.error_msg, created = excluded.created, content_bytes = excluded.content_bytes,
+          attempts = excluded.attempts, headers_all = excluded.headers_all, method = excluded.method,
+          url = excluded.url, request_headers = excluded.request_headers, request_body = excluded.request_body,
+          timeout_milliseconds = excluded.timeout_milliseconds, max_attempts = excluded.max_attempts,
+          retry_max_delay_ms = excluded.retry_max_delay_ms
     returning 1
   )
-  select count(*)::int from inserted
+  select ((select count(*) from inserted) + (select count(*) from retried))::int
 $$;
 
 -- {"ttl": "<interval>", "batch_size": <int>} for the calling role in this database.
@@ -835,6 +1308,15 @@ grant execute on function
   net.wake(),
   net.check_worker_is_up(),
   net.wait_until_running(int),
+  net.http_request(text, text, jsonb, jsonb, jsonb, int, int, timestamptz, interval, int),
+  net.http_request(text, text, text, jsonb, jsonb, int, int, timestamptz, interval, int),
+  net.http_request(text, text, bytea, jsonb, jsonb, int, int, timestamptz, interval, int),
+  net.http_put(text, jsonb, jsonb, jsonb, int),
+  net.http_patch(text, jsonb, jsonb, jsonb, int),
+  net.http_post_form(text, jsonb, jsonb, jsonb, int),
+  net.form_urlencode(jsonb),
+  net.request_status(bigint),
+  net.retry(bigint, int, interval),
   -- net.settings calls it as the querying role; it only reads pg_db_role_setting (public anyway).
   net._settings(name)
 to public;
