@@ -265,13 +265,13 @@ describe('net._heartbeat and net._health', () => {
 
   it('health reports depth, in-flight, oldest age, heartbeat and schema version', async () => {
     let [health] = await sql<{ h: Record<string, unknown> }[]>`select net._health() as h`;
-    expect(health!.h).toEqual({ queue_depth: 0, in_flight: 0, oldest_queued_age_ms: null, last_seen: null, last_drain: null, schema_version: 1 });
+    expect(health!.h).toEqual({ queue_depth: 0, in_flight: 0, oldest_queued_age_ms: null, last_seen: null, last_drain: null, schema_version: 2 });
     await queue(3);
     await sql`update net.http_request_queue set created = now() - interval '5 seconds' where id = (select min(id) from net.http_request_queue)`;
     await claim(sql, 'drain-a', 1);
     await sql`select net._heartbeat(${sql.json({ recorded: 7 })})`;
     [health] = await sql<{ h: Record<string, unknown> }[]>`select net._health() as h`;
-    expect(health!.h).toMatchObject({ queue_depth: 3, in_flight: 1, last_drain: { recorded: 7 }, schema_version: 1 });
+    expect(health!.h).toMatchObject({ queue_depth: 3, in_flight: 1, last_drain: { recorded: 7 }, schema_version: 2 });
     expect(Number(health!.h.oldest_queued_age_ms)).toBeGreaterThanOrEqual(5000);
     expect(typeof health!.h.last_seen).toBe('string');
   });
@@ -311,7 +311,11 @@ describe('net._config and net.settings', () => {
 
   it('defaults: 6 hours and 200', async () => {
     expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200 });
-    expect(await view()).toEqual({ 'pg_net.ttl': ['6 hours', 'default'], 'pg_net.batch_size': ['200', 'default'] });
+    expect(await view()).toEqual({
+      'pg_net.ttl': ['6 hours', 'default'],
+      'pg_net.batch_size': ['200', 'default'],
+      'pg_net.max_attempts': ['1', 'default'],
+    });
   });
 
   it('an existing session sees ALTER DATABASE / ALTER ROLE … SET at once, most specific first', async () => {
@@ -320,7 +324,11 @@ describe('net._config and net.settings', () => {
     await sql.unsafe(`alter database ${db.name} set pg_net.ttl to '12 hours'`);
     await sql.unsafe(`alter database ${db.name} set pg_net.batch_size to 300`);
     expect(await config(existing)).toEqual({ ttl: '12 hours', batch_size: 300 });
-    expect(await view()).toEqual({ 'pg_net.ttl': ['12 hours', 'database'], 'pg_net.batch_size': ['300', 'database'] });
+    expect(await view()).toEqual({
+      'pg_net.ttl': ['12 hours', 'database'],
+      'pg_net.batch_size': ['300', 'database'],
+      'pg_net.max_attempts': ['1', 'default'],
+    });
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.ttl to '24 hours'`);
     expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300 });
     expect((await view())['pg_net.ttl']).toEqual(['24 hours', 'role+database']);
