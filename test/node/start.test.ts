@@ -1,0 +1,229 @@
+// `npm start` end to end: the real bin spawns wrangler dev (workerd), installs the SQL, starts the
+// relay; a committed net.http_get reaches the loopback target through relay → /nudge → Worker.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../../src/node/embedded.ts';
+import { freshDatabase, type TestDatabase } from '../support/db.ts';
+
+const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
+const SECRET = 'start-test-secret-0c1d2e3f';
+
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+  waitFor: (text: string, timeoutMs?: number) => Promise<void>;
+}
+
+function startCli(env: Record<string, string | undefined>, cwd?: string): Started {
+  const child = spawn(process.execPath, [BIN, 'start'], {
+    cwd,
+    env: { ...process.env, DATABASE_URL: undefined, NUDGE_SECRET: undefined, PORT: undefined, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout?.on('data', (c: Buffer) => (text += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (text += c.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  return {
+    child,
+    output: () => text,
+    exited,
+    waitFor: async (needle, timeoutMs = 90_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!text.includes(needle)) {
+        if (gone) throw new Error(`start exited before printing "${needle}":\n${text}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for "${needle}":\n${text}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+  };
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const server = createServer();
+    server.once('error', () => done(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => done(true)));
+  });
+}
+
+/** Processes whose command line mentions the Worker's port: wrangler and workerd, if still alive. */
+function workerProcesses(port: number): string[] {
+  const lines = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n');
+  return lines.filter((l) => l.includes(`--port ${port} `) || l.includes(`entry=127.0.0.1:${port} `));
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('npm start with DATABASE_URL', () => {
+  let db: TestDatabase;
+  let port: number;
+  let run: Started | undefined;
+  const target = inject('targetUrl');
+
+  beforeAll(async () => {
+    db = await freshDatabase();
+    port = await freePort();
+  });
+
+  afterAll(async () => {
+    if (run && run.child.exitCode === null) {
+      run.child.kill('SIGTERM');
+      await run.exited;
+    }
+    await db?.sql.end();
+  });
+
+  it('runs the whole system, relays a committed request, and stops cleanly on SIGINT', { timeout: 120_000 }, async () => {
+    run = startCli({ DATABASE_URL: db.url, PORT: String(port), NUDGE_SECRET: SECRET });
+    await run.waitFor('pg-net-edge is ready');
+    await run.waitFor('  stop       Ctrl-C');
+    const text = run.output();
+    expect(text).toContain(`worker     http://127.0.0.1:${port}`);
+    expect(text).toContain(`database   ${db.url}`);
+    expect(text).toContain(`select net.http_get('http://127.0.0.1:${port}/health');`);
+    expect(text).toContain('select * from net._http_response;');
+    expect(text).toMatch(/\[worker\] .*Ready on http:\/\/127\.0\.0\.1:/);
+    expect(text).toContain('relay: listening on pg_net_edge_wake');
+    // The secret is shown masked, never in full (wrangler shows it as "(hidden)").
+    expect(text).toContain('nudge secret star************');
+    expect(text).not.toContain(SECRET);
+
+    const health = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(health.status).toBe(200);
+    expect(((await health.json()) as { ok?: boolean }).ok).toBe(true);
+
+    // No cron tick is due for a minute: a response within seconds came via the relay's nudge.
+    const key = `/hits/start-${process.pid}-${Date.now().toString(36)}/1`;
+    const [row] = await db.sql<{ id: string }[]>`select net.http_get(${target + key})::text as id`;
+    const id = row!.id;
+    await until(
+      'the response row',
+      async () => (await db.sql`select 1 from net._http_response where id = ${id}::bigint`).length === 1,
+      15_000,
+    );
+    const [response] = await db.sql<{ status_code: number; content: string }[]>`
+      select status_code, content from net._http_response where id = ${id}::bigint`;
+    expect(response).toEqual({ status_code: 200, content: 'hit' });
+    const hits = (await (await fetch(`${target}/__hits?prefix=${encodeURIComponent(key)}`)).json()) as Record<string, number>;
+    expect(hits[key]).toBe(1);
+
+    // A wrong secret is refused by the Worker it started.
+    const refused = await fetch(`http://127.0.0.1:${port}/nudge`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer not-the-secret' },
+    });
+    expect(refused.status).toBe(401);
+
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('pg-net-edge: stopped');
+    await until('the port to be free', () => portIsFree(port), 10_000);
+    expect(workerProcesses(port)).toEqual([]);
+  });
+
+  it('a second signal during shutdown still stops wrangler and exits', { timeout: 120_000 }, async () => {
+    const p = await freePort();
+    const second = startCli({ DATABASE_URL: db.url, PORT: String(p), NUDGE_SECRET: SECRET });
+    await second.waitFor('pg-net-edge is ready');
+    second.child.kill('SIGINT');
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+    await until('the port to be free', () => portIsFree(p), 10_000);
+    expect(workerProcesses(p)).toEqual([]);
+  });
+});
+
+describe('npm start failures', () => {
+  it('exits non-zero with a clear message when the database is unreachable', async () => {
+    const dbPort = await freePort();
+    const run = startCli({
+      DATABASE_URL: `postgres://postgres:TopSecretPw9@127.0.0.1:${dbPort}/postgres`,
+      PORT: String(await freePort()),
+    });
+    expect(await run.exited).toBe(1);
+    const text = run.output();
+    expect(text).toContain('pg-net-edge: could not start');
+    expect(text).toContain('cannot connect to PostgreSQL');
+    expect(text).not.toContain('TopSecretPw9');
+  });
+
+  it('exits non-zero when the Worker port is taken, saying so', async () => {
+    const db = await freshDatabase();
+    const blocker = createServer();
+    await new Promise<void>((done) => blocker.listen(0, '127.0.0.1', () => done()));
+    const address = blocker.address();
+    const taken = typeof address === 'object' && address ? address.port : 0;
+    try {
+      const run = startCli({ DATABASE_URL: db.url, PORT: String(taken) });
+      expect(await run.exited).toBe(1);
+      expect(run.output()).toContain(`port ${taken} is already in use`);
+    } finally {
+      blocker.close();
+      await db.sql.end();
+    }
+  });
+
+  it('rejects a PORT that is not a port', async () => {
+    const db = await freshDatabase();
+    try {
+      const run = startCli({ DATABASE_URL: db.url, PORT: 'eighty' });
+      expect(await run.exited).toBe(1);
+      expect(run.output()).toContain('PORT=eighty is not a TCP port');
+    } finally {
+      await db.sql.end();
+    }
+  });
+});
+
+describe('npm start without DATABASE_URL', () => {
+  let cwd: string;
+
+  beforeAll(() => {
+    cwd = mkdtempSync(join(tmpdir(), 'pg-net-edge-start-'));
+    // mkdtemp makes it 0700; as root, the embedded server runs as a `postgres` user that must enter it.
+    chmodSync(cwd, 0o755);
+  });
+
+  afterAll(() => {
+    rmSync(cwd, { recursive: true, force: true });
+  });
+
+  it('starts an embedded PostgreSQL with its data in .pg-net-edge/pgdata and stops it on SIGTERM', { timeout: 180_000 }, async () => {
+    const port = await freePort();
+    const run = startCli({ PORT: String(port) }, cwd);
+    await run.waitFor('pg-net-edge is ready', 150_000);
+    const text = run.output();
+    expect(text).toContain('no DATABASE_URL: starting an embedded PostgreSQL');
+    expect(text).toContain('nudge secret');
+    expect(text).toContain('(generated for this run)');
+    const psql = /psql +psql (postgres:\/\/\S+)/.exec(text)?.[1];
+    expect(psql).toBeDefined();
+    // The database line hides the password; the psql line is the one to copy.
+    expect(text).toMatch(/database +postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres/);
+    expect(existsSync(join(cwd, '.pg-net-edge', 'pgdata', 'PG_VERSION'))).toBe(true);
+    const health = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(health.status).toBe(200);
+
+    const dbPort = Number(new URL(psql!).port);
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('stopping the embedded PostgreSQL');
+    await until('both ports to be free', async () => (await portIsFree(port)) && (await portIsFree(dbPort)), 15_000);
+    // Data kept for the next run.
+    expect(existsSync(join(cwd, '.pg-net-edge', 'pgdata', 'PG_VERSION'))).toBe(true);
+  });
+});
