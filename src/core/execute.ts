@@ -2,6 +2,7 @@
 // Outcome for net._record. Runtime-neutral (workerd and Node): only fetch, AbortSignal,
 // TextDecoder, btoa and typed arrays. It never throws — one bad target must never break the
 // batch — so every failure, including a malformed row inserted by hand, becomes an error outcome.
+import { DEFAULT_RETRY_POLICY, retryDelay } from './retry.ts';
 import type { ExecuteOptions, Outcome, QueuedRequest } from './types.ts';
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']);
@@ -176,6 +177,26 @@ function collectHeaders(headers: Headers): Record<string, string> {
   return Object.fromEntries(out);
 }
 
+/**
+ * Every header as [name, value] pairs (names lowercased, in the runtime's sorted order). fetch
+ * already joins repeated headers with ", " — lossless for all but Set-Cookie, whose values may
+ * contain commas, so each Set-Cookie line stays its own pair.
+ */
+export function headerPairs(headers: Headers): [string, string][] {
+  const pairs: [string, string][] = [];
+  let cookiesDone = false;
+  for (const [name, value] of headers) {
+    if (name !== 'set-cookie') {
+      pairs.push([name, value]);
+    } else if (!cookiesDone) {
+      cookiesDone = true;
+      const cookies = typeof headers.getSetCookie === 'function' ? headers.getSetCookie() : [value];
+      for (const cookie of cookies) pairs.push(['set-cookie', cookie]);
+    }
+  }
+  return pairs;
+}
+
 /** Rejects when the signal aborts, so a body read that the runtime doesn't abort still ends at the timeout. */
 function abortion(signal: AbortSignal): { promise: Promise<never>; dispose(): void } {
   let onAbort = () => {};
@@ -189,6 +210,18 @@ function abortion(signal: AbortSignal): { promise: Promise<never>; dispose(): vo
 }
 
 export async function execute(request: QueuedRequest, fetchFn: typeof fetch, opts: ExecuteOptions): Promise<Outcome> {
+  const outcome = await attempt(request, fetchFn, opts);
+  try {
+    // Flag retryable outcomes with the delay to wait; net._record retries only with attempts left.
+    const delay = retryDelay(outcome, Number(request?.attempts) || 1, opts.retry ?? DEFAULT_RETRY_POLICY);
+    if (delay !== null) outcome.retry_in_ms = delay;
+  } catch {
+    // A bad policy must not lose the outcome: without retry_in_ms it is simply final.
+  }
+  return outcome;
+}
+
+async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: ExecuteOptions): Promise<Outcome> {
   const id = String(request?.id);
   try {
     const prepared = prepare(request, opts.userAgent);
@@ -219,10 +252,11 @@ export async function execute(request: QueuedRequest, fetchFn: typeof fetch, opt
 
       const status = response.status;
       const headers = collectHeaders(response.headers);
+      const headers_all = headerPairs(response.headers);
       const content_type = response.headers.get('content-type');
       const tooLarge = () =>
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
-      const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, content_type });
+      const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, headers_all, content_type });
 
       // A declared length over the limit fails without downloading anything (a HEAD reply
       // declares the length of a body it does not send, so it is exempt).
@@ -265,6 +299,7 @@ export async function execute(request: QueuedRequest, fetchFn: typeof fetch, opt
         status_code: status,
         content_type,
         headers,
+        headers_all,
         ...decodeBody(bytes),
         timed_out: false,
         error_msg: null,
