@@ -1,4 +1,5 @@
 // Types at the edges of the core: what a claim hands to execute, what execute hands to record.
+import type { RetryPolicy } from './retry.ts';
 
 /** A queued request as claimed from net.http_request_queue (see net._claim). */
 export interface QueuedRequest {
@@ -23,6 +24,13 @@ export interface Outcome {
   content_base64: string | null;
   timed_out: boolean;
   error_msg: string | null;
+  /** Every response header line as [name, value], Set-Cookie lines kept apart (schema v2). */
+  headers_all?: [string, string][] | null;
+  /**
+   * Set when the outcome is worth retrying: the delay the drain asks for. net._record retries
+   * only if the request has attempts left (max_attempts); otherwise the outcome is final.
+   */
+  retry_in_ms?: number | null;
 }
 
 export interface ExecuteOptions {
@@ -30,6 +38,8 @@ export interface ExecuteOptions {
   maxResponseBytes: number;
   /** Sent when the request has no User-Agent of its own. */
   userAgent: string;
+  /** Backoff for retryable outcomes (default: 1 s base, doubling; see retry.ts). */
+  retry?: RetryPolicy;
 }
 
 export interface DrainOptions extends ExecuteOptions {
