@@ -59,6 +59,8 @@ export async function startTarget(): Promise<Target> {
         path,
         query: url.search.slice(1),
         headers: req.headers,
+        // Exactly as received: repeated header lines stay separate (req.headers merges or drops them).
+        raw_headers: req.rawHeaders,
         body_base64: body.toString('base64'),
         body_text: body.toString('utf8'),
       });
@@ -67,6 +69,26 @@ export async function startTarget(): Promise<Target> {
 
     // Everything else ignores the request body; drain it so keep-alive connections stay usable.
     req.resume();
+
+    // /flaky/<key>?fail=N&status=503&retry_after=1: the first N hits on a key fail with that status
+    // (and Retry-After when given), later ones succeed; for retry and backoff tests.
+    if (path.startsWith('/flaky/')) {
+      record(path);
+      const failures = Number(url.searchParams.get('fail') ?? '1');
+      if ((hits.get(path) ?? 0) <= failures) {
+        const code = Number(url.searchParams.get('status') ?? '503');
+        const retryAfter = url.searchParams.get('retry_after');
+        const body = `failure ${hits.get(path)} of ${failures}`;
+        res.writeHead(code, {
+          'Content-Type': 'text/plain; charset=utf-8',
+          'Content-Length': Buffer.byteLength(body),
+          ...(retryAfter === null ? {} : { 'Retry-After': retryAfter }),
+        });
+        res.end(body);
+        return;
+      }
+      return text(res, 200, `ok after ${failures} failures`);
+    }
 
     if (path.startsWith('/hits/')) {
       record(path);
