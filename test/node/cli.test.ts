@@ -1,6 +1,8 @@
 // The pg-net-edge CLI as a user runs it: a child process of bin/pg-net-edge.mjs, against the
 // real test PostgreSQL and the loopback target.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../src/node/embedded.ts';
@@ -174,5 +176,87 @@ describe('drain', () => {
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('pg-net-edge drain:');
     expect(run.stdout + run.stderr).not.toContain('Pw0rdSecret1');
+  });
+});
+
+/** A long-running command: its output so far, and a way to wait for a line. */
+function background(args: string[], env: Record<string, string | undefined>) {
+  const child: ChildProcess = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, DATABASE_URL: undefined, NUDGE_URL: undefined, NUDGE_SECRET: undefined, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout?.on('data', (c: Buffer) => (text += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (text += c.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  return { child, exited, output: () => text };
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('long-running commands', () => {
+  let db: TestDatabase;
+  const target = inject('targetUrl');
+
+  beforeAll(async () => {
+    db = await freshDatabase();
+  });
+
+  afterAll(async () => {
+    await db?.sql.end();
+  });
+
+  it('relay nudges with the secret from the environment and stops on SIGTERM', async () => {
+    const auths: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      auths.push(req.headers.authorization);
+      req.resume();
+      res.writeHead(202).end();
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
+    const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
+    const secret = 'cli-relay-secret-77aa';
+    const relay = background(['relay', '--database-url', db.url, '--nudge-url', nudgeUrl], { NUDGE_SECRET: secret });
+    try {
+      await until('the re-listen nudge', () => auths.length >= 1);
+      await db.sql`select net.http_get('http://127.0.0.1:9/cli-relay')`;
+      await until('the commit nudge', () => auths.length >= 2);
+      expect(auths.every((a) => a === `Bearer ${secret}`)).toBe(true);
+      relay.child.kill('SIGTERM');
+      expect(await relay.exited).toBe(0);
+      expect(relay.output()).toContain('relay: listening on pg_net_edge_wake');
+      expect(relay.output()).toMatch(/relay: stopped \(\d+ notifications, \d+ nudges sent\)/);
+      expect(relay.output()).not.toContain(secret);
+    } finally {
+      relay.child.kill('SIGKILL');
+      server.close();
+    }
+  });
+
+  it('drain --loop sends requests as they are committed and stops on SIGINT', async () => {
+    const prefix = `/hits/cli-loop-${process.pid}-${Date.now().toString(36)}/`;
+    const loop = background(['drain', '--database-url', db.url, '--loop'], {});
+    try {
+      for (let i = 0; i < 3; i++) await db.sql`select net.http_get(${`${target}${prefix}${i}`})`;
+      await until('three responses', async () => {
+        const [row] = await db.sql<{ n: number }[]>`
+          select count(*)::int as n from net._http_response where content = 'hit'`;
+        const hits = (await (await fetch(`${target}/__hits?prefix=${encodeURIComponent(prefix)}`)).json()) as Record<string, number>;
+        return (row?.n ?? 0) >= 3 && Object.keys(hits).length === 3;
+      });
+      loop.child.kill('SIGINT');
+      expect(await loop.exited).toBe(0);
+      expect(loop.output()).toContain('drain: stopping after the current drain');
+      const [queue] = await db.sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue`;
+      expect(queue?.n).toBe(0);
+    } finally {
+      loop.child.kill('SIGKILL');
+    }
   });
 });
