@@ -93,7 +93,9 @@ describe('npm start with DATABASE_URL', () => {
     await run.waitFor('  stop       Ctrl-C');
     const text = run.output();
     expect(text).toContain(`worker     http://127.0.0.1:${port}`);
-    expect(text).toContain(`database   ${db.url}`);
+    const shown = new URL(db.url);
+    if (shown.password) shown.password = '***'; // printed redacted
+    expect(text).toContain(`database   ${shown.toString()}`);
     expect(text).toContain(`select net.http_get('http://127.0.0.1:${port}/health');`);
     expect(text).toContain('select * from net._http_response;');
     expect(text).toMatch(/\[worker\] .*Ready on http:\/\/127\.0\.0\.1:/);
