@@ -154,7 +154,10 @@ export function startRelay(options: RelayOptions): Relay {
   async function listenLoop(): Promise<void> {
     let delay = minBackoff;
     while (!stopping.signal.aborted) {
-      const closed = new Promise<void>((done) => (lost = done));
+      // Per attempt: a late onclose from a previous, already-abandoned client must not end this one.
+      let markLost: () => void = () => {};
+      const closed = new Promise<void>((done) => (markLost = done));
+      lost = markLost;
       const clientOptions = {
         max: 1,
         max_lifetime: null, // idle_timeout defaults to none: the session must stay open
@@ -167,7 +170,7 @@ export function startRelay(options: RelayOptions): Relay {
           stats.notifications++;
           nudge();
         },
-        onclose: () => lost?.(),
+        onclose: () => markLost(),
         connection: { application_name: 'pg-net-edge relay' },
       };
       const sql = postgres(options.databaseUrl, clientOptions);
