@@ -1282,7 +1282,9 @@ as $$
     'schema_version',       (select max(m.version) from net._migrations m))
   from (select count(*)::int as depth,
                (count(*) filter (where lease_expires > clock_timestamp()))::int as in_flight,
-               min(created) as oldest
+               -- Delayed requests and ones waiting to retry count from when they became due.
+               min(greatest(created, coalesce(not_before, created)))
+                 filter (where not_before is null or not_before <= clock_timestamp()) as oldest
         from net.http_request_queue) q
   left join net._worker_status w on w.id = 1
 $$;

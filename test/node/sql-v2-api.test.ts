@@ -273,6 +273,18 @@ describe('delays: not_before and delay', () => {
     expect((await claim('drain-b')).map((r) => r.id)).toEqual([later]);
   });
 
+  it('net._health counts delayed requests in the depth but ages them only from when they are due', async () => {
+    await one(`select net.http_request('GET', 'https://e.com/', delay := '1 hour')`);
+    const [h] = await sql<{ h: { queue_depth: number; oldest_queued_age_ms: number | null } }[]>`select net._health() as h`;
+    expect(h!.h).toMatchObject({ queue_depth: 1, oldest_queued_age_ms: null });
+    const due = await one(`select net.http_request('GET', 'https://e.com/', not_before := now() - interval '3 seconds')`);
+    await sql`update net.http_request_queue set created = now() - interval '1 hour' where id = ${due}`;
+    const [h2] = await sql<{ h: { queue_depth: number; oldest_queued_age_ms: number } }[]>`select net._health() as h`;
+    expect(h2!.h.queue_depth).toBe(2);
+    expect(h2!.h.oldest_queued_age_ms).toBeGreaterThanOrEqual(3000);
+    expect(h2!.h.oldest_queued_age_ms).toBeLessThan(60_000);
+  });
+
   it('a delayed request becomes due by itself (short delay, real clock)', async () => {
     const id = await one(`select net.http_request('GET', 'https://e.com/soon', delay := '300 milliseconds')`);
     expect(await claim('drain-a')).toEqual([]);
