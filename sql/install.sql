@@ -169,6 +169,9 @@ begin
     add column if not exists timeout_milliseconds int,
     add column if not exists max_attempts         int,
     add column if not exists retry_max_delay_ms   int;
+  -- net._next_due_ms finds the next delayed or retrying request without scanning the queue.
+  create index if not exists http_request_queue_not_before_idx on net.http_request_queue (not_before)
+    where not_before is not null;
   -- net.failed_requests lists the newest failures first.
   create index if not exists _http_response_failed_idx on net._http_response (created)
     where error_msg is not null or status_code >= 400;
@@ -1218,6 +1221,22 @@ as $$
     returning 1
   )
   select ((select count(*) from inserted) + (select count(*) from retried))::int
+$$;
+
+-- Milliseconds until the next request that is not due yet (delayed, or waiting to retry) becomes
+-- due, or null when there is none: a drain about to stop waits for it if that fits its budget.
+-- Only requests whose timeout is at most max_timeout_ms count (when given), as in net._claim.
+create or replace function net._next_due_ms(max_timeout_ms int default null)
+returns bigint
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select ceil(extract(epoch from (min(q.not_before) - clock_timestamp())) * 1000)::bigint
+  from net.http_request_queue q
+  where q.not_before > clock_timestamp()
+    and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+    and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
 $$;
 
 -- {"ttl": "<interval>", "batch_size": <int>} for the calling role in this database.

@@ -285,6 +285,24 @@ describe('delays: not_before and delay', () => {
     expect(h2!.h.oldest_queued_age_ms).toBeLessThan(60_000);
   });
 
+  it('net._next_due_ms: time until the next not-yet-due request, honouring max_timeout_ms', async () => {
+    const next = async (max: number | null = null) => {
+      const [row] = await sql<{ ms: string | null }[]>`select net._next_due_ms(${max}::int)::text as ms`;
+      return row!.ms === null ? null : Number(row!.ms);
+    };
+    expect(await next()).toBeNull();
+    await one(`select net.http_get('https://e.com/now')`); // due now: not "next"
+    expect(await next()).toBeNull();
+    await one(`select net.http_request('GET', 'https://e.com/', delay := '1 hour', timeout_milliseconds := 5000)`);
+    await one(`select net.http_request('GET', 'https://e.com/', delay := '10 seconds', timeout_milliseconds := 60000)`);
+    const soon = await next();
+    expect(soon).toBeGreaterThan(9000);
+    expect(soon).toBeLessThanOrEqual(10_000);
+    const fitting = await next(5000);
+    expect(fitting).toBeGreaterThan(3_500_000);
+    expect(await next(1000)).toBeNull();
+  });
+
   it('a delayed request becomes due by itself (short delay, real clock)', async () => {
     const id = await one(`select net.http_request('GET', 'https://e.com/soon', delay := '300 milliseconds')`);
     expect(await claim('drain-a')).toEqual([]);
@@ -596,6 +614,7 @@ describe('privileges', () => {
       `select * from net.failed_requests`,
       `select net._request('GET', 'https://e.com/', null, null, null, null, 1000, null, null, null, null)`,
       `select net._json_request('PUT', 'https://e.com/', null, null, null, 1000)`,
+      `select net._next_due_ms()`,
     ]) {
       await expect(asRole((tx) => tx.unsafe(text))).rejects.toThrow(/permission denied/);
     }
