@@ -622,7 +622,7 @@ begin
 end
 $$;
 
--- Three overloads, told apart by the body's type. Only the jsonb one has a default body, so a
+-- Four overloads (jsonb, json, text, bytea), told apart by the body's type. Only the jsonb one has a default body, so a
 -- call without a body is never ambiguous; an untyped literal ('hello') resolves to text (the
 -- preferred string type); cast to ::jsonb or ::bytea for the others.
 create or replace function net.http_request(
@@ -672,6 +672,31 @@ as $$
 $$;
 comment on function net.http_request(text, text, text, jsonb, jsonb, int, int, timestamptz, interval, int) is
   'Queues an HTTP request with a text body sent as UTF-8 (Content-Type text/plain; charset=utf-8 unless given). Returns the request id.';
+
+-- json (row_to_json, to_json, json columns): sent exactly as written, as application/json.
+create or replace function net.http_request(
+  method               text,
+  url                  text,
+  body                 json,
+  params               jsonb       default '{}'::jsonb,
+  headers              jsonb       default '{}'::jsonb,
+  timeout_milliseconds int         default 2000,
+  max_attempts         int         default null,
+  not_before           timestamptz default null,
+  delay                interval    default null,
+  retry_max_delay_ms   int         default null
+)
+returns bigint
+language sql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._request(method, url, convert_to(body::text, 'UTF8'), 'application/json', params, headers,
+                      timeout_milliseconds, max_attempts, not_before, delay, retry_max_delay_ms)
+$$;
+comment on function net.http_request(text, text, json, jsonb, jsonb, int, int, timestamptz, interval, int) is
+  'Queues an HTTP request with a json body sent exactly as written (Content-Type application/json unless given). Returns the request id.';
 
 create or replace function net.http_request(
   method               text,
@@ -1331,6 +1356,7 @@ grant execute on function
   net.wait_until_running(int),
   net.http_request(text, text, jsonb, jsonb, jsonb, int, int, timestamptz, interval, int),
   net.http_request(text, text, text, jsonb, jsonb, int, int, timestamptz, interval, int),
+  net.http_request(text, text, json, jsonb, jsonb, int, int, timestamptz, interval, int),
   net.http_request(text, text, bytea, jsonb, jsonb, int, int, timestamptz, interval, int),
   net.http_put(text, jsonb, jsonb, jsonb, int),
   net.http_patch(text, jsonb, jsonb, jsonb, int),

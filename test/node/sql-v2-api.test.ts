@@ -157,11 +157,20 @@ describe('net.http_request: any method, any body', () => {
     expect((await stored(noBody)).url).toBe('https://example.com/p?k=1');
   });
 
-  it('the three overloads exist and a call without a body is not ambiguous', async () => {
+  it('a json body (row_to_json, json columns) is sent exactly as written, as application/json', async () => {
+    const id = await one(`select net.http_request('POST', 'https://example.com/j', '{"b":1,  "a" : [2]}'::json)`);
+    const row = await stored(id);
+    expect(row.headers).toEqual({ 'Content-Type': 'application/json' });
+    expect(row.body!.toString('utf8')).toBe('{"b":1,  "a" : [2]}');
+    const r2j = await one(`select net.http_request('POST', 'https://example.com/j', row_to_json(row(1, 'x')))`);
+    expect(JSON.parse((await stored(r2j)).body!.toString('utf8'))).toEqual({ f1: 1, f2: 'x' });
+  });
+
+  it('the four overloads exist and a call without a body is not ambiguous', async () => {
     const rows = await sql<{ args: string }[]>`
       select pg_get_function_identity_arguments(p.oid) as args from pg_proc p
       join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'net' and p.proname = 'http_request' order by 1`;
-    expect(rows.map((r) => r.args.split(',')[2]!.trim())).toEqual(['body bytea', 'body jsonb', 'body text']);
+    expect(rows.map((r) => r.args.split(',')[2]!.trim()).sort()).toEqual(['body bytea', 'body json', 'body jsonb', 'body text']);
     await expect(one(`select net.http_request('GET', 'https://example.com/')`)).resolves.toMatch(/^\d+$/);
   });
 });
