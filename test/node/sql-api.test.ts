@@ -515,7 +515,7 @@ describe('privileges', () => {
     const definers = rows.filter((r) => r.definer).map((r) => r.name).sort();
     expect(definers).toEqual([
       '_http_collect_response', 'check_worker_is_up', 'http_collect_response', 'http_delete', 'http_get',
-      'http_patch', 'http_post', 'http_post_form', 'http_put', 'http_request', 'http_request', 'http_request',
+      'http_patch', 'http_post', 'http_post_form', 'http_put', 'http_request', 'http_request', 'http_request', 'http_request',
       'request_status', 'retry', 'wait_until_running', 'wake', 'worker_restart',
     ]);
   });
