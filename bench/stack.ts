@@ -174,6 +174,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
                 // not a whole JSON line: keep it as text
               }
             }
+            // Broken pipes are the relay closing a nudge reply early: noise, not news.
+            if (line.includes('Broken pipe') || line.startsWith('stack: ')) return;
             otherLines.push(line);
             if (otherLines.length > 50) otherLines.shift();
           });
