@@ -529,7 +529,13 @@ async function main(): Promise<number> {
       );
     }
 
-    for (const s of stuck) {
+    if (stuck.length > 0) {
+      const r = stack.relay.stats;
+      notes.push(
+        `${stuck.length} latency probe(s) not visible within ${VISIBLE_LIMIT_MS / 1000} s (first ${Math.min(3, stuck.length)} below); relay: ${r.notifications} notifications, ${r.nudgesSent} nudges sent, ${r.nudgesFailed} failed${r.lastError ? ` (last: ${r.lastError})` : ''}`,
+      );
+    }
+    for (const s of stuck.slice(0, 3)) {
       const arrived = (await arrivalsFor(stack, s.path)).get(s.path);
       const [row0] = await stack.sql<{ queued: boolean; lease_owner: string | null; attempts: number | null; recorded: boolean }[]>`
         select exists(select 1 from net.http_request_queue where id = ${s.id}::bigint) as queued,
