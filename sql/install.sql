@@ -406,22 +406,42 @@ as $$
   select net._enqueue(method, url, params, headers, body, timeout_milliseconds, null, null, null)
 $$;
 
--- pg_net.max_attempts for a request queued without max_attempts: the caller's session value
--- (SET pg_net.max_attempts = 3) first, then the owner's role/database settings, then 1.
--- Invalid values are ignored (net.settings shows them as such).
+-- pg_net.max_attempts for a request queued without max_attempts, in net._settings' order (so
+-- net.settings shows what applies): the owner's role/database settings from the catalog (ALTER
+-- ROLE … SET applies without reconnecting; an invalid value means the default), else the
+-- session's value (SET pg_net.max_attempts = 3), else 1. This runs for every queued request, so
+-- the catalog answer is cached for the rest of the transaction (keyed by its start time, now()).
 create or replace function net._default_max_attempts()
 returns int
 language plpgsql
-stable
+volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  raw text := nullif(btrim(current_setting('pg_net.max_attempts', true)), '');
+  cached  text := current_setting('pg_net_edge.max_attempts_cache', true);
+  stamp   text := now()::text || '|';
+  catalog text;
+  raw     text;
 begin
-  if raw ~ '^[0-9]{1,3}$' and raw::int between 1 and 50 then
+  if starts_with(cached, stamp) then
+    catalog := nullif(substr(cached, length(stamp) + 1), '');
+  else
+    select btrim(substr(c, length('pg_net.max_attempts=') + 1)) into catalog
+      from pg_db_role_setting s
+      cross join lateral unnest(s.setconfig) as c
+     where s.setrole in (0, (select r.oid from pg_roles r where r.rolname = current_user))
+       and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
+       and c like 'pg\_net.max\_attempts=%'
+     order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
+     limit 1;
+    -- A session-level set_config outlives this function's own SET clause (a LOCAL one would not).
+    perform set_config('pg_net_edge.max_attempts_cache', stamp || coalesce(catalog, ''), false);
+  end if;
+  raw := coalesce(catalog, btrim(current_setting('pg_net.max_attempts', true)));
+  if raw ~ '^[0-9]{1,2}$' and raw::int between 1 and 50 then
     return raw::int;
   end if;
-  return coalesce((select s.setting::int from net._settings(current_user) s where s.name = 'pg_net.max_attempts'), 1);
+  return 1;
 end
 $$;
 
@@ -1233,7 +1253,8 @@ as $$
            case when f.failed then d.retry_max_delay_ms end
     from incoming i
     join done d on d.id = i.id
-    cross join lateral (select net._failed(i.status_code, i.error_msg) as failed) f
+    -- net._failed(), inlined: a function with SET search_path is called per row, not inlined.
+    cross join lateral (select i.error_msg is not null or coalesce(i.status_code >= 400, false) as failed) f
     -- A stale row with the same id (e.g. after a sequence reset) must not block the new result.
     on conflict (id) do update
       set status_code = excluded.status_code, content_type = excluded.content_type,

@@ -563,7 +563,7 @@ describe('the pg_net.max_attempts setting', () => {
     await sql.unsafe(`alter role postgres in database ${db.name} reset pg_net.max_attempts`);
   });
 
-  it('session SET, then ALTER ROLE … IN DATABASE for the owner; the argument wins; invalid values are ignored', async () => {
+  it('ALTER ROLE … IN DATABASE for the owner, else a session SET; the argument wins; invalid values are ignored', async () => {
     const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
     extra.push(s);
     const attempts = async (text: string) => (await stored(await one(text, s))).max_attempts;
@@ -577,6 +577,10 @@ describe('the pg_net.max_attempts setting', () => {
     await s`reset pg_net.max_attempts`;
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 6`);
     expect(await attempts(`select net.http_delete('https://e.com/')`)).toBe(6);
+    // As for every pg_net.* setting here, the catalog beats the session (see net.settings).
+    await s`set pg_net.max_attempts = 3`;
+    expect(await attempts(`select net.http_get('https://e.com/')`)).toBe(6);
+    await s`reset pg_net.max_attempts`;
     const [view] = await sql<{ setting: string; source: string }[]>`select setting, source from net.settings where name = 'pg_net.max_attempts'`;
     expect(view).toEqual({ setting: '6', source: 'role+database' });
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 99`);
@@ -584,6 +588,22 @@ describe('the pg_net.max_attempts setting', () => {
     const [invalid] = await sql<{ setting: string; source: string }[]>`select setting, source from net.settings where name = 'pg_net.max_attempts'`;
     expect(invalid!.setting).toBe('1');
     expect(invalid!.source).toMatch(/invalid/);
+  });
+
+  it('the role/database value is looked up once per transaction (a change applies from the next one)', async () => {
+    await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 2`);
+    const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
+    extra.push(s);
+    const seen = await s.begin(async (tx) => {
+      const [a] = await tx<{ id: string }[]>`select net.http_get('https://e.com/a')::text as id`;
+      await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 7`);
+      const [b] = await tx<{ id: string }[]>`select net.http_get('https://e.com/b')::text as id`;
+      return [a!.id, b!.id];
+    });
+    expect((await stored(seen[0]!)).max_attempts).toBe(2);
+    expect((await stored(seen[1]!)).max_attempts).toBe(2);
+    const [c] = await s<{ id: string }[]>`select net.http_get('https://e.com/c')::text as id`;
+    expect((await stored(c!.id)).max_attempts).toBe(7);
   });
 });
 
