@@ -169,7 +169,10 @@ begin
     add column if not exists timeout_milliseconds int,
     add column if not exists max_attempts         int,
     add column if not exists retry_max_delay_ms   int;
-  -- net._next_due_ms finds the next delayed or retrying request without scanning the queue.
+  -- net._claim takes rows without not_before in id order, and due ones by not_before, so rows
+  -- scheduled for later are never scanned; net._next_due_ms finds the next one to come due.
+  create index if not exists http_request_queue_plain_idx on net.http_request_queue (id)
+    where not_before is null;
   create index if not exists http_request_queue_not_before_idx on net.http_request_queue (not_before)
     where not_before is not null;
   -- net.failed_requests lists the newest failures first.
@@ -1179,18 +1182,37 @@ language sql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
-  with picked as (
+  -- Two index paths, so rows scheduled for later are never scanned: rows without not_before
+  -- (the usual case; claiming clears it) in id order, and rows whose not_before has passed.
+  -- Each locks at most max_rows; rows locked but not picked are released when this statement's
+  -- transaction ends (other drains skip them meanwhile and get them next time).
+  with plain as (
     select q.id
     from net.http_request_queue q
-    where (q.lease_expires is null or q.lease_expires <= clock_timestamp())
-      and (q.not_before is null or q.not_before <= clock_timestamp())
+    where q.not_before is null
+      and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
       and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
     order by q.id
     limit greatest(coalesce(max_rows, 0), 0)
     for update skip locked
+  ), due as (
+    select q.id
+    from net.http_request_queue q
+    -- statement_timestamp(), not clock_timestamp(): only a stable value can drive the index scan.
+    where q.not_before <= statement_timestamp()
+      and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+      and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
+    order by q.id
+    limit greatest(coalesce(max_rows, 0), 0)
+    for update skip locked
+  ), picked as (
+    select u.id from (select id from plain union all select id from due) u
+    order by u.id
+    limit greatest(coalesce(max_rows, 0), 0)
   ), claimed as (
     update net.http_request_queue q
        set lease_owner   = owner,
+           not_before    = null,
            lease_expires = clock_timestamp()
                            + make_interval(secs => (q.timeout_milliseconds + coalesce(lease_margin_ms, 30000)) / 1000.0),
            attempts      = q.attempts + 1

@@ -312,6 +312,40 @@ describe('delays: not_before and delay', () => {
     expect(await next(1000)).toBeNull();
   });
 
+  it('claims interleave plain and past-due rows by id, clear not_before, and concurrent claimers never share a row', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      ids.push(
+        await one(
+          i % 3 === 0
+            ? `select net.http_request('GET', 'https://e.com/${i}', not_before := now() - interval '1 minute')`
+            : i % 3 === 1
+              ? `select net.http_get('https://e.com/${i}')`
+              : `select net.http_request('GET', 'https://e.com/${i}', delay := '1 hour')`,
+        ),
+      );
+    }
+    const due = ids.filter((_, i) => i % 3 !== 2);
+    const first = await claim('drain-a', 5);
+    expect(first.map((r) => r.id)).toEqual(due.slice(0, 5));
+    const [cleared] = await sql<{ n: number }[]>`
+      select count(*)::int as n from net.http_request_queue where lease_owner = 'drain-a' and not_before is not null`;
+    expect(cleared!.n).toBe(0);
+    const sessions = Array.from({ length: 4 }, () => {
+      const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
+      extra.push(s);
+      return s;
+    });
+    const results = await Promise.all(
+      sessions.map((s, i) => s<{ id: string }[]>`select id::text as id from net._claim(${`c${i}`}, 3)`),
+    );
+    const got = results.flatMap((rows) => rows.map((r) => r.id));
+    expect(new Set(got).size).toBe(got.length);
+    // Whatever the concurrent claimers skipped, a last claim picks up; scheduled rows are never claimed.
+    const rest = (await claim('drain-z', 100)).map((r) => r.id);
+    expect([...got, ...rest].sort()).toEqual(due.slice(5).sort());
+  });
+
   it('a delayed request becomes due by itself (short delay, real clock)', async () => {
     const id = await one(`select net.http_request('GET', 'https://e.com/soon', delay := '300 milliseconds')`);
     expect(await claim('drain-a')).toEqual([]);
