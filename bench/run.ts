@@ -26,6 +26,7 @@ interface Plan {
   ns: number[];
   latencyCount: number;
   trickleSeconds: number;
+  pairs: number;
   holSlow: number;
   holFast: number;
   bigCounts: number[];
@@ -59,6 +60,7 @@ function plan(): { plan: Plan; out: string } {
       ns,
       latencyCount: quick ? 20 : 50,
       trickleSeconds: quick ? 4 : 15,
+      pairs: quick ? 50 : 150,
       holSlow: 50,
       holFast: quick ? 500 : 2000,
       bigCounts: quick ? [32, 96] : [64, 192],
@@ -349,6 +351,31 @@ async function latencyTrickle(stack: Stack, seconds: number, writer: postgres.Sq
   };
 }
 
+/**
+ * Pairs: a request, then after 0-49 ms a second one, so the second one's nudge lands on a drain
+ * that is still running (settings, claim, fetch, flush — each phase in turn). It must be picked
+ * up as fast as one that meets an idle system.
+ */
+async function latencyPairs(stack: Stack, pairs: number, writer: postgres.Sql, poller: postgres.Sql): Promise<LatencyResult> {
+  const prefix = `/hits/pair-${runId}-`;
+  progress(`latency (nudge during a running drain): ${pairs} pairs, the second 0-49 ms after the first`);
+  const sent: { path: string; sentAt: number; visibleAt: number }[] = [];
+  for (let k = 0; k < pairs; k++) {
+    await writer`select net.http_get(${`${stack.target.url}${prefix}first-${k}`})`;
+    await sleep(k % 50);
+    const path = `${prefix}${k}`;
+    const r = await oneRequest(stack, writer, poller, path);
+    sent.push({ path, sentAt: r.sentAt, visibleAt: r.visibleAt });
+    if ((k + 1) % 25 === 0) progress(`  ${k + 1}/${pairs}`);
+    await sleep(100);
+  }
+  const arrivals = await arrivalsFor(stack, prefix);
+  return {
+    arrival: sent.map((s) => (arrivals.get(s.path) ?? Number.NaN) - s.sentAt),
+    visible: sent.map((s) => s.visibleAt - s.sentAt),
+  };
+}
+
 async function headOfLine(stack: Stack, slow: number, fast: number): Promise<{ lastFastMs: number; lastSlowMs: number; fastErrors: number; slowErrors: number }> {
   progress(`head of line: ${slow} requests answering after 5 s mixed evenly with ${fast} fast ones`);
   const prefix = `/hits/hol-${runId}-`;
@@ -505,9 +532,12 @@ async function main(): Promise<number> {
     await settle(stack);
     const trickle = await latencyTrickle(stack, p.trickleSeconds, writer, poller);
     await settle(stack);
+    const pairs = await latencyPairs(stack, p.pairs, writer, poller);
+    await settle(stack);
     for (const [label, result] of [
       ['idle', idle],
       ['trickle 1/100 ms', trickle],
+      ['nudge during a running drain', pairs],
     ] as const) {
       const missing = result.arrival.filter((x) => Number.isNaN(x)).length;
       const arrival = result.arrival.filter((x) => !Number.isNaN(x));
@@ -608,7 +638,7 @@ async function main(): Promise<number> {
       '',
       `- date: ${new Date().toISOString()}`,
       `- machine: ${machine}`,
-      `- software: Node ${process.version}, workerd ${versionOf('workerd')} (miniflare ${versionOf('miniflare')}), postgres.js ${versionOf('postgres')}, ${stack.databaseLabel.replace(/\(.*\)/, '').trim()}`,
+      `- software: Node ${process.version}, workerd ${versionOf('workerd')} (miniflare ${versionOf('miniflare')}), postgres.js ${versionOf('postgres')}, ${stack.databaseLabel}`,
       `- Worker settings: ${settings}`,
       `- run: \`npm run bench${p.quick ? ' -- --quick' : p.ns.join(',') === '5000,20000' ? '' : ` -- --n ${p.ns.join(',')}`}\` (${fmt((Date.now() - started) / 1000)} s); see bench/README.md for what each figure means`,
       '',

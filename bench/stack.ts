@@ -121,7 +121,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     let embedded: EmbeddedDatabase | undefined;
     let databaseLabel: string;
     if (adminUrl) {
-      databaseLabel = `machine's PostgreSQL (${redact(adminUrl)})`;
+      databaseLabel = "machine's PostgreSQL";
+      progress(`using ${redact(adminUrl)}`);
     } else {
       progress('no DATABASE_URL: starting an embedded PostgreSQL');
       embedded = await startEmbedded();
@@ -131,7 +132,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     }
     const admin = postgres(adminUrl, { max: 1, fetch_types: false, onnotice: () => {} });
     const [version] = await admin<{ v: string }[]>`select current_setting('server_version') as v`;
-    databaseLabel += ` ${version?.v ?? ''}`;
+    databaseLabel += ` ${(version?.v ?? '').split(' ')[0]}`;
     const dbName = `pg_net_edge_bench_${Date.now().toString(36)}_${process.pid}`;
     await admin.unsafe(`create database ${dbName}`);
     cleanups.push(async () => {
