@@ -227,7 +227,15 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
     const prepared = prepare(request, opts.userAgent);
     if (typeof prepared === 'string') return failure(id, `invalid request: ${prepared}`);
 
-    const signal = AbortSignal.timeout(prepared.timeout);
+    // A timer cleared when the request ends, not AbortSignal.timeout(): workerd allows 10,000
+    // active timers per invocation, and AbortSignal.timeout's stay active for the full timeout.
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      const reason = new Error(`Timeout of ${prepared.timeout} ms reached`);
+      reason.name = 'TimeoutError';
+      controller.abort(reason);
+    }, prepared.timeout);
+    const signal = controller.signal;
     const timedOut = (): Outcome => ({
       ...failure(id, `Timeout of ${prepared.timeout} ms reached`),
       timed_out: true,
@@ -305,6 +313,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         error_msg: null,
       };
     } finally {
+      clearTimeout(timer);
       aborted.dispose();
     }
   } catch (error) {
