@@ -33,6 +33,12 @@ const FLUSH_BYTES = 4 * 1024 * 1024;
 /** Largest single record statement. */
 const RECORD_MAX_COUNT = 1000;
 const RECORD_MAX_BYTES = 8 * 1024 * 1024;
+/**
+ * A request in flight longer than this stops holding one of the `concurrency` slots (up to
+ * SLOW_CAP × concurrency in flight in all), so a few slow targets can't stall the fast ones.
+ */
+const SLOW_AFTER_MS = 1000;
+const SLOW_CAP = 2;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
 
@@ -84,6 +90,8 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
+  /** Start time of each request in flight, by id (to tell slow ones from the rest). */
+  private startedAt = new Map<string, number>();
   private claimInFlight = false;
   private recordInFlight = false;
   private buffer: Outcome[] = [];
@@ -175,7 +183,7 @@ export class Drain {
 
   private mayClaimNow(now: number): boolean {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
-    if (this.inFlight >= this.opts.concurrency || this.buffer.length >= MAX_BUFFERED) return false;
+    if (this.freeSlots(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
     // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure.
     if (this.empty === 'suspected' && this.inFlight > 0) return false;
     return true;
@@ -187,7 +195,7 @@ export class Drain {
 
   private startClaim(now: number): void {
     const elapsed = now - this.started;
-    const want = Math.min(this.opts.concurrency - this.inFlight, this.opts.batchSize);
+    const want = Math.min(this.freeSlots(now), this.opts.batchSize);
     const maxTimeoutMs = this.opts.hardLimitMs - elapsed - this.slackMs;
     const idleAtIssue = this.inFlight === 0;
     const pokesAtIssue = this.pokes;
@@ -225,8 +233,27 @@ export class Drain {
       });
   }
 
+  /** Requests that may start now: `concurrency` minus those in flight, slow ones not counted (capped). */
+  private freeSlots(now: number): number {
+    const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
+    if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
+    let young = 0;
+    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) young++;
+    return Math.max(0, Math.min(cap, this.opts.concurrency - young));
+  }
+
+  /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
+  private nextSlowAt(now: number): number {
+    if (this.claimInFlight || !this.claimPossible(now) || this.freeSlots(now) > 0) return Infinity;
+    if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
+    let oldest = Infinity;
+    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) oldest = Math.min(oldest, at);
+    return oldest + SLOW_AFTER_MS;
+  }
+
   private launch(request: ClaimedRequest): void {
     this.inFlight++;
+    this.startedAt.set(request.id, Date.now());
     const done: Promise<Outcome> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid))
       : execute(request, this.fetchFn, {
@@ -235,6 +262,7 @@ export class Drain {
         }).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
     void done.then((outcome) => {
       this.inFlight--;
+      this.startedAt.delete(request.id);
       if (outcome.error_msg !== null) this.errors++;
       if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
       this.buffer.push(outcome);
@@ -322,8 +350,8 @@ export class Drain {
   }
 
   private nextTimer(now: number): number | null {
-    let next = Infinity;
-    if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = this.claimRetryAt;
+    let next = this.nextSlowAt(now);
+    if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
       next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));
     }
