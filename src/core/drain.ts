@@ -39,6 +39,8 @@ const RECORD_MAX_BYTES = 8 * 1024 * 1024;
  */
 const SLOW_AFTER_MS = 1000;
 const SLOW_CAP = 2;
+/** How often a busy drain checks for pokes when nothing else wakes it. */
+const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
 
@@ -141,7 +143,10 @@ export class Drain {
     if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
     this.pokes++;
     this.empty = 'no';
-    this.signal();
+    // Flags only, no wake-up: poke() runs in another request's context, and in workerd a drain
+    // resumed from there ties its next timers and I/O to that request, which ends at once —
+    // stalling the drain (seen as 1-20 s delays under a trickle). The drain's own tick notices.
+    this.dirty = true;
     return true;
   }
 
@@ -356,8 +361,9 @@ export class Drain {
       next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));
     }
     if (next === Infinity) {
-      // Something in flight will signal; a slow tick only guards against a missed wake-up.
-      return this.inFlight > 0 || this.claimInFlight || this.recordInFlight ? 1000 : 0;
+      // Something in flight will signal; the short tick is how a poke is noticed while only slow
+      // requests are in flight (pokes don't wake the loop, see poke()).
+      return this.inFlight > 0 || this.claimInFlight || this.recordInFlight ? POKE_TICK_MS : 0;
     }
     return Math.max(0, next - now);
   }
