@@ -39,6 +39,9 @@ const RECORD_MAX_BYTES = 8 * 1024 * 1024;
  */
 const SLOW_AFTER_MS = 1000;
 const SLOW_CAP = 2;
+/** Rows claimed ahead of free slots, at most this many times `concurrency` (see aheadLimit). */
+const CLAIM_AHEAD = 4;
+const MIN_AHEAD_WAIT_MS = 1000;
 /** How often a busy drain checks for pokes when nothing else wakes it. */
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
@@ -92,6 +95,10 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
+  /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
+  private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
+  private completed = 0;
+  private firstDoneAt = 0;
   /** Start time of each request in flight, by id (to tell slow ones from the rest). */
   private startedAt = new Map<string, number>();
   private claimInFlight = false;
@@ -188,9 +195,9 @@ export class Drain {
 
   private mayClaimNow(now: number): boolean {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
-    if (this.freeSlots(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
+    if (this.room(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
     // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure.
-    if (this.empty === 'suspected' && this.inFlight > 0) return false;
+    if (this.empty === 'suspected' && (this.inFlight > 0 || this.ready.length > 0)) return false;
     return true;
   }
 
@@ -200,9 +207,9 @@ export class Drain {
 
   private startClaim(now: number): void {
     const elapsed = now - this.started;
-    const want = Math.min(this.freeSlots(now), this.opts.batchSize);
+    const want = Math.min(this.room(now), this.opts.batchSize);
     const maxTimeoutMs = this.opts.hardLimitMs - elapsed - this.slackMs;
-    const idleAtIssue = this.inFlight === 0;
+    const idleAtIssue = this.inFlight === 0 && this.ready.length === 0;
     const pokesAtIssue = this.pokes;
     this.claimInFlight = true;
     claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs })
@@ -210,7 +217,9 @@ export class Drain {
         (rows) => {
           this.claimFailures = 0;
           this.claimed += rows.length;
-          for (const row of rows) this.launch(row);
+          const claimedAt = Date.now();
+          for (const request of rows) this.ready.push({ request, claimedAt });
+          this.fill();
           if (this.pokes !== pokesAtIssue) {
             // A nudge arrived while claiming: this claim may predate the new rows.
             this.empty = 'no';
@@ -238,6 +247,44 @@ export class Drain {
       });
   }
 
+  /**
+   * How many rows to hold claimed ahead of free slots, so a freed slot starts its next request
+   * without waiting for a claim round trip (and claims come in bigger, cheaper batches): what the
+   * recent completion rate will start before the budget ends, at most CLAIM_AHEAD × concurrency
+   * (and batch_size); none until there is a rate to go by, so a short budget never claims rows
+   * it won't start.
+   */
+  private aheadLimit(now: number): number {
+    if (this.completed < this.opts.concurrency || now <= this.firstDoneAt) return 0;
+    // Rows may wait up to half the lease margin (see fill): with a tiny margin, don't wait at all.
+    if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
+    const perMs = this.completed / (now - this.firstDoneAt);
+    const remaining = this.opts.budgetMs - (now - this.started);
+    const cap = Math.min(this.opts.batchSize, CLAIM_AHEAD * this.opts.concurrency);
+    return Math.max(0, Math.min(cap, Math.floor(perMs * remaining)));
+  }
+
+  /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
+  private room(now: number): number {
+    return this.freeSlots(now) + this.aheadLimit(now) - this.ready.length;
+  }
+
+  private fill(): void {
+    // Without a database their outcomes can't be recorded: leave them leased for a later drain.
+    if (this.databaseDown) this.ready = [];
+    const now = Date.now();
+    while (this.ready.length > 0 && this.freeSlots(now) > 0) {
+      const { request, claimedAt } = this.ready.shift()!;
+      // A row that waited too long is left leased (a later drain takes it after the lease ends)
+      // rather than sent late: its lease could end mid-flight (a second drain would send it
+      // again), or it would no longer finish before the hard limit.
+      const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
+      const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
+      if (stale || tooLate) continue;
+      this.launch(request);
+    }
+  }
+
   /** Requests that may start now: `concurrency` minus those in flight, slow ones not counted (capped). */
   private freeSlots(now: number): number {
     const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
@@ -249,7 +296,8 @@ export class Drain {
 
   /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
   private nextSlowAt(now: number): number {
-    if (this.claimInFlight || !this.claimPossible(now) || this.freeSlots(now) > 0) return Infinity;
+    if (this.freeSlots(now) > 0) return Infinity;
+    if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
     if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
     let oldest = Infinity;
     for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) oldest = Math.min(oldest, at);
@@ -268,10 +316,13 @@ export class Drain {
     void done.then((outcome) => {
       this.inFlight--;
       this.startedAt.delete(request.id);
+      this.completed++;
+      if (this.firstDoneAt === 0) this.firstDoneAt = Date.now();
       if (outcome.error_msg !== null) this.errors++;
       if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
       this.buffer.push(outcome);
       this.bufferBytes += outcomeSize(outcome);
+      this.fill();
       this.signal();
     });
   }
@@ -283,7 +334,7 @@ export class Drain {
     if (this.buffer.length >= FLUSH_COUNT || this.bufferBytes >= FLUSH_BYTES) return true;
     if (now - this.oldestBufferedAt >= this.opts.flushMs) return true;
     // Nothing else is coming soon: don't sit on what we have.
-    return this.inFlight === 0 && !this.claimInFlight;
+    return this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight;
   }
 
   private takeChunk(): Outcome[] {
@@ -363,7 +414,7 @@ export class Drain {
     if (next === Infinity) {
       // Something in flight will signal; the short tick is how a poke is noticed while only slow
       // requests are in flight (pokes don't wake the loop, see poke()).
-      return this.inFlight > 0 || this.claimInFlight || this.recordInFlight ? POKE_TICK_MS : 0;
+      return this.inFlight > 0 || this.ready.length > 0 || this.claimInFlight || this.recordInFlight ? POKE_TICK_MS : 0;
     }
     return Math.max(0, next - now);
   }
@@ -376,7 +427,9 @@ export class Drain {
       const now = Date.now();
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
-      const busy = this.claimInFlight || this.recordInFlight || this.inFlight > 0 || this.buffer.length > 0;
+      this.fill();
+      const busy =
+        this.claimInFlight || this.recordInFlight || this.inFlight > 0 || this.ready.length > 0 || this.buffer.length > 0;
       if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) break;
       await this.sleep(this.nextTimer(Date.now()));
     }
