@@ -24,6 +24,12 @@ export interface DrainExtras {
   retries?: number;
   /** First retry delay, doubled each time. Default 200 ms. */
   retryBaseMs?: number;
+  /**
+   * Before stopping on an empty queue, ask when the next delayed request or HTTP retry comes due
+   * (net._next_due_ms) and, if that fits the budget, wait for it instead of leaving it to the
+   * next cron. Default true.
+   */
+  waitForDue?: boolean;
 }
 
 /** Flush when this many outcomes are buffered… */
@@ -46,6 +52,8 @@ const MIN_AHEAD_WAIT_MS = 1000;
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
+/** Claim this long after a request's not_before, so the database's clock has surely passed it. */
+const DUE_SLACK_MS = 25;
 
 type EmptyState = 'no' | 'suspected' | 'confirmed';
 
@@ -87,6 +95,7 @@ export class Drain {
   private readonly slackMs: number;
   private readonly retries: number;
   private readonly retryBaseMs: number;
+  private readonly waitForDue: boolean;
 
   private started = 0;
   private startedIso = '';
@@ -120,6 +129,12 @@ export class Drain {
   private errors = 0;
   private lastError: string | undefined;
 
+  /** When the next not-yet-due request (delayed, or an HTTP retry) comes due; 0: none within the budget. */
+  private nextDueAt = 0;
+  private dueCheckInFlight = false;
+  /** net._next_due_ms was asked since the drain last claimed rows. */
+  private dueChecked = false;
+
   private dirty = false;
   private wake: (() => void) | null = null;
 
@@ -132,6 +147,7 @@ export class Drain {
     this.slackMs = extras.recordSlackMs ?? 5000;
     this.retries = extras.retries ?? 4;
     this.retryBaseMs = extras.retryBaseMs ?? 200;
+    this.waitForDue = extras.waitForDue ?? true;
   }
 
   /** Runs the drain once; calling again returns the same result. */
@@ -217,6 +233,8 @@ export class Drain {
         (rows) => {
           this.claimFailures = 0;
           this.claimed += rows.length;
+          // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
+          if (rows.length > 0) this.dueChecked = false;
           const claimedAt = Date.now();
           for (const request of rows) this.ready.push({ request, claimedAt });
           this.fill();
@@ -312,6 +330,7 @@ export class Drain {
       : execute(request, this.fetchFn, {
           maxResponseBytes: this.opts.maxResponseBytes,
           userAgent: this.opts.userAgent,
+          ...(this.opts.retry ? { retry: this.opts.retry } : {}),
         }).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
     void done.then((outcome) => {
       this.inFlight--;
@@ -405,16 +424,57 @@ export class Drain {
     this.recordFailures = 0;
   }
 
+  /** Within the budget, ignoring whether the queue looked empty. */
+  private withinBudget(now: number): boolean {
+    if (this.databaseDown) return false;
+    const elapsed = now - this.started;
+    return elapsed < this.opts.budgetMs && this.opts.hardLimitMs - elapsed - this.slackMs > 0;
+  }
+
+  /** About to stop: should the drain first ask when the next delayed request or retry comes due? */
+  private dueCheckWanted(now: number): boolean {
+    if (!this.waitForDue || this.dueChecked || this.dueCheckInFlight || this.nextDueAt > 0) return false;
+    return this.withinBudget(now);
+  }
+
+  private startDueCheck(now: number): void {
+    this.dueCheckInFlight = true;
+    const maxTimeoutMs = Math.max(0, Math.floor(this.opts.hardLimitMs - (now - this.started) - this.slackMs));
+    this.sql<{ ms: string | null }[]>`select net._next_due_ms(${maxTimeoutMs}::int)::text as ms`
+      .then(
+        (rows) => {
+          const ms = rows[0]?.ms;
+          if (ms === null || ms === undefined) return;
+          const at = Date.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
+          // Only worth waiting for if it can still be claimed within the budget.
+          if (Number.isFinite(at) && at - this.started < this.opts.budgetMs) this.nextDueAt = at;
+        },
+        (error: unknown) => {
+          // Best effort (e.g. an older schema without net._next_due_ms): the next cron sends it.
+          this.lastError = `next due: ${messageOf(error)}`;
+        },
+      )
+      .finally(() => {
+        this.dueChecked = true;
+        this.dueCheckInFlight = false;
+        this.signal();
+      });
+  }
+
   private nextTimer(now: number): number | null {
     let next = this.nextSlowAt(now);
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
       next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));
     }
+    // Waiting for a request to come due: keep the poke tick, so a nudge meanwhile isn't delayed.
+    if (this.nextDueAt > 0) return Math.max(0, Math.min(next, this.nextDueAt, now + POKE_TICK_MS) - now);
     if (next === Infinity) {
       // Something in flight will signal; the short tick is how a poke is noticed while only slow
       // requests are in flight (pokes don't wake the loop, see poke()).
-      return this.inFlight > 0 || this.ready.length > 0 || this.claimInFlight || this.recordInFlight ? POKE_TICK_MS : 0;
+      return this.inFlight > 0 || this.ready.length > 0 || this.claimInFlight || this.recordInFlight || this.dueCheckInFlight
+        ? POKE_TICK_MS
+        : 0;
     }
     return Math.max(0, next - now);
   }
@@ -425,12 +485,29 @@ export class Drain {
     for (;;) {
       this.dirty = false;
       const now = Date.now();
+      if (this.nextDueAt > 0 && now >= this.nextDueAt) {
+        // A delayed request or HTTP retry is due: claim again, as after a poke.
+        this.nextDueAt = 0;
+        this.dueChecked = false;
+        if (this.empty === 'confirmed') this.empty = 'no';
+      }
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
       const busy =
-        this.claimInFlight || this.recordInFlight || this.inFlight > 0 || this.ready.length > 0 || this.buffer.length > 0;
-      if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) break;
+        this.claimInFlight ||
+        this.recordInFlight ||
+        this.dueCheckInFlight ||
+        this.inFlight > 0 ||
+        this.ready.length > 0 ||
+        this.buffer.length > 0;
+      if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) {
+        if (this.dueCheckWanted(Date.now())) {
+          this.startDueCheck(Date.now());
+          continue;
+        }
+        if (!(this.nextDueAt > 0 && this.withinBudget(Date.now()))) break;
+      }
       await this.sleep(this.nextTimer(Date.now()));
     }
     this.closed = true;
