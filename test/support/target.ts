@@ -26,6 +26,19 @@ export async function startTarget(): Promise<Target> {
   const timers = new Set<NodeJS.Timeout>();
   const sockets = new Set<Socket>();
 
+  /** Runs `then` after ms unless the client went away first (e.g. its timeout fired); close() clears it. */
+  const later = (res: ServerResponse, ms: number, then: () => void) => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (!res.destroyed) then();
+    }, ms);
+    timers.add(timer);
+    res.on('close', () => {
+      clearTimeout(timer);
+      timers.delete(timer);
+    });
+  };
+
   const record = (path: string) => {
     hits.set(path, (hits.get(path) ?? 0) + 1);
     arrivals.push({ path, at: Date.now() });
@@ -111,16 +124,7 @@ export async function startTarget(): Promise<Target> {
     const delay = /^\/delay\/(\d+)$/.exec(path);
     if (delay) {
       const ms = Number(delay[1]);
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        if (!res.destroyed) text(res, 200, `delayed ${ms}`);
-      }, ms);
-      timers.add(timer);
-      // The client gave up (e.g. its timeout fired): don't keep the timer around.
-      res.on('close', () => {
-        clearTimeout(timer);
-        timers.delete(timer);
-      });
+      later(res, ms, () => text(res, 200, `delayed ${ms}`));
       return;
     }
 
@@ -130,15 +134,7 @@ export async function startTarget(): Promise<Target> {
       const ms = Number(slowBody[1]);
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
       res.write('start ');
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        if (!res.destroyed) res.end('end');
-      }, ms);
-      timers.add(timer);
-      res.on('close', () => {
-        clearTimeout(timer);
-        timers.delete(timer);
-      });
+      later(res, ms, () => res.end('end'));
       return;
     }
 
