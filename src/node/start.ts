@@ -173,6 +173,10 @@ export async function start(options: StartOptions = {}): Promise<number> {
         '--env-file',
         envFile,
         '--show-interactive-dev-session=false',
+        // wrangler's devtools port defaults to 9229: a second pg-net-edge (or a debugger) holding
+        // it would stop this one from starting.
+        '--inspector-port',
+        String(await freePort()),
       ],
       {
         cwd: ROOT,
