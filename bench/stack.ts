@@ -107,6 +107,8 @@ function workerdChildren(): number[] {
 export interface StackOptions {
   progress: (line: string) => void;
   vars?: Record<string, string>;
+  /** Open workerd's inspector on this port (bench/profile.ts takes a V8 CPU profile through it). */
+  inspectorPort?: number;
 }
 
 export async function startStack(options: StackOptions): Promise<Stack> {
@@ -162,6 +164,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       host: '127.0.0.1',
       port: 0,
       cf: false, // no network: don't fetch the Request.cf placeholder
+      ...(options.inspectorPort !== undefined ? { inspectorPort: options.inspectorPort } : {}),
       log: new Log(LogLevel.WARN),
       handleRuntimeStdio(stdout, stderr) {
         for (const stream of [stdout, stderr]) {

@@ -1,0 +1,137 @@
+// Where the drain's workerd CPU goes: starts the bench stack with workerd's inspector open, queues
+// N requests, takes a V8 CPU profile of the Worker over the drain (Chrome DevTools Protocol), and
+// prints the top functions by self time. `npx tsx bench/profile.ts [N] [--ceiling]`
+import { readFileSync } from 'node:fs';
+import { WebSocket } from 'undici';
+import { startStack } from './stack.ts';
+
+const n = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? '20000');
+const ceiling = process.argv.includes('--ceiling');
+// --time: no profiler, just throughput and workerd CPU per 1,000 requests over `rounds` runs (A/B checks).
+const timeOnly = process.argv.includes('--time');
+const port = 9300 + Math.floor(Math.random() * 500);
+
+interface CallFrame { functionName: string; url: string; lineNumber: number; columnNumber: number }
+interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
+interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+
+async function connect(name: string): Promise<{ send(method: string, params?: object): Promise<unknown>; close(): void }> {
+  const list = (await (await fetch(`http://127.0.0.1:${port}/json`)).json()) as { id: string; title: string; webSocketDebuggerUrl?: string }[];
+  const target = list.find((t) => t.title.includes(name)) ?? list[0];
+  if (!target) throw new Error('no inspector target');
+  const url = target.webSocketDebuggerUrl ?? `ws://127.0.0.1:${port}/${target.id}`;
+  const ws = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    ws.addEventListener('open', () => resolve());
+    ws.addEventListener('error', (e) => reject(new Error(String(e))));
+  });
+  let next = 1;
+  const pending = new Map<number, (v: unknown) => void>();
+  ws.addEventListener('message', (event) => {
+    const msg = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
+    if (msg.id !== undefined) pending.get(msg.id)?.(msg.result);
+  });
+  return {
+    send(method, params = {}) {
+      const id = next++;
+      ws.send(JSON.stringify({ id, method, params }));
+      return new Promise((resolve) => pending.set(id, resolve));
+    },
+    close: () => ws.close(),
+  };
+}
+
+/** workerd's CPU time so far (user + system), ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+async function drainOnce(stack: Awaited<ReturnType<typeof startStack>>, prefix: string): Promise<void> {
+  const items = JSON.stringify(Array.from({ length: n }, (_, i) => `${stack.target.url}${prefix}${i}`));
+  const [before] = await stack.sql<{ c: string }[]>`select count(*)::text as c from net._http_response`;
+  await stack.sql`select net.http_get(u.value, timeout_milliseconds := 2000)
+    from jsonb_array_elements_text(${items}::text::jsonb) as u(value)`;
+  for (;;) {
+    const [r] = await stack.sql<{ c: string }[]>`select count(*)::text as c from net._http_response`;
+    if (Number(r!.c) - Number(before!.c) >= n) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(timeOnly ? {} : { inspectorPort: port }) });
+if (timeOnly) {
+  try {
+    for (let round = 0; round < Number(process.env.ROUNDS ?? '3'); round++) {
+      for (const which of ceiling ? ['drain', 'ceiling'] : ['drain']) {
+        const c0 = cpuMs(stack.workerdPid!);
+        const t0 = Date.now();
+        if (which === 'ceiling') await stack.ceiling(n, `/hits/t-${Date.now()}-`);
+        else await drainOnce(stack, `/hits/t-${Date.now()}-`);
+        const ms = Date.now() - t0;
+        const cpu = cpuMs(stack.workerdPid!) - c0;
+        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000`);
+        await stack.sql`truncate net._http_response`.catch(() => {});
+      }
+    }
+  } finally {
+    await stack.stop();
+  }
+  process.exit(0);
+}
+try {
+  const cdp = await connect(ceiling ? 'ceiling' : 'pg-net-edge');
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+  const prefix = `/hits/prof-${Date.now()}-`;
+  // Warm up once so compilation isn't in the profile.
+  if (ceiling) await stack.ceiling(2000, `${prefix}w`);
+  await cdp.send('Profiler.start');
+  const t0 = Date.now();
+  if (ceiling) {
+    await stack.ceiling(n, prefix);
+  } else {
+    await drainOnce(stack, prefix);
+  }
+  const elapsed = Date.now() - t0;
+  const { profile } = (await cdp.send('Profiler.stop')) as { profile: Profile };
+  cdp.close();
+  const self = new Map<number, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!;
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i + 1] ?? 0));
+  }
+  const byFn = new Map<string, number>();
+  let total = 0;
+  for (const node of profile.nodes) {
+    const t = self.get(node.id) ?? 0;
+    const f = node.callFrame;
+    const file = f.url.split('/').pop() ?? '';
+    const key = `${f.functionName || '(anon)'} ${file}:${f.lineNumber + 1}`;
+    byFn.set(key, (byFn.get(key) ?? 0) + t);
+    if (f.functionName !== '(idle)' && f.functionName !== '(program)') total += t;
+  }
+  console.log(`N=${n} ${ceiling ? 'ceiling' : 'drain'}: ${elapsed} ms, ${Math.round(n / (elapsed / 1000))} req/s; sampled non-idle ${Math.round(total / 1000)} ms`);
+  // Native frames (no url) charged to their nearest caller in the bundle, to see who pays for them.
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes) for (const c of node.children ?? []) parent.set(c, node.id);
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const owner = new Map<string, number>();
+  for (const node of profile.nodes) {
+    const t = self.get(node.id) ?? 0;
+    if (t === 0 || node.callFrame.url !== '') continue;
+    let p = parent.get(node.id);
+    while (p !== undefined && nodes.get(p)!.callFrame.url === '') p = parent.get(p);
+    const f = p === undefined ? null : nodes.get(p)!.callFrame;
+    const key = `${node.callFrame.functionName || '(anon)'} <- ${f ? `${f.functionName || '(anon)'}:${f.lineNumber + 1}` : '(root)'}`;
+    owner.set(key, (owner.get(key) ?? 0) + t);
+  }
+  if (process.env.NATIVE) {
+    for (const [k, t] of [...owner.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  native ${k}`);
+  }
+  const top = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40));
+  for (const [k, t] of top) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  ${k}`);
+} finally {
+  await stack.stop();
+}
