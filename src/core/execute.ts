@@ -58,6 +58,23 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+/**
+ * URLs that new URL() surely accepts and serializes unchanged: http(s), a dotted-quad IPv4 or a
+ * lowercase ASCII host name (last label not numeric, no punycode), a non-default port up to
+ * 65535, a path of RFC 3986 characters (none that URL percent-encodes) without dot segments. Anything else goes through
+ * new URL() for validation, normalization and a precise error.
+ */
+const PLAIN_URL = /^(https?):\/\/(?:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})|([a-z0-9-]+(?:\.[a-z0-9-]+)*))(?::([1-9]\d{0,4}))?\/[A-Za-z0-9\-._~:/?#[\]@!$&()*+,;=%]*$/;
+function isPlainHttpUrl(text: string): boolean {
+  const m = PLAIN_URL.exec(text);
+  if (m === null || text.includes('/.') || text.includes('\\') || text.includes('%2e') || text.includes('%2E')) return false;
+  const [, scheme, ip, name, port] = m;
+  if (ip !== undefined && ip.split('.').some((octet) => Number(octet) > 255 || (octet.length > 1 && octet[0] === '0'))) return false;
+  if (name !== undefined && (/(?:^|\.)(?:\d+|0x[0-9a-f]*)$/.test(name) || /(?:^|\.)(?:xn--|-)|-(?:\.|$)/.test(name))) return false;
+  if (port === undefined) return true;
+  return Number(port) <= 65535 && port !== (scheme === 'http' ? '80' : '443');
+}
+
 /** Checks a claimed row (rows may be inserted by hand) and builds the fetch inputs, or says what is wrong. */
 function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
   const method = typeof request.method === 'string' ? request.method.trim().toUpperCase() : '';
@@ -66,14 +83,21 @@ function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
   }
 
   if (typeof request.url !== 'string') return 'url is not a string';
-  let url: URL;
-  try {
-    url = new URL(request.url);
-  } catch {
-    return `url ${JSON.stringify(request.url)} is not an absolute URL`;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return `url ${JSON.stringify(request.url)} is not http or https`;
+  let href: string;
+  if (isPlainHttpUrl(request.url)) {
+    // fetch parses it the same way; skipping new URL() here saves a parse per request.
+    href = request.url;
+  } else {
+    let url: URL;
+    try {
+      url = new URL(request.url);
+    } catch {
+      return `url ${JSON.stringify(request.url)} is not an absolute URL`;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      return `url ${JSON.stringify(request.url)} is not http or https`;
+    }
+    href = url.href;
   }
 
   const headers = new Headers();
@@ -102,7 +126,7 @@ function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
   }
   // GET and HEAD cannot carry a body in fetch; pg_net never sends one either.
   const body = method === 'GET' || method === 'HEAD' ? null : (request.body ?? null);
-  return { url: url.href, method, headers, body, timeout };
+  return { url: href, method, headers, body, timeout };
 }
 
 function messageOf(error: unknown): string {
@@ -164,49 +188,37 @@ export function describeFailure(error: unknown, url: string): string {
   return `request failed: ${detail}`;
 }
 
-function collectHeaders(headers: Headers): Record<string, string> {
-  const out = new Map<string, string>();
-  for (const [name, value] of headers) {
-    if (name === 'set-cookie') continue;
-    const previous = out.get(name);
-    out.set(name, previous === undefined ? value : `${previous}, ${value}`);
-  }
-  const cookies = typeof headers.getSetCookie === 'function' ? headers.getSetCookie() : [];
-  const joined = cookies.length > 0 ? cookies.join(', ') : headers.get('set-cookie');
-  if (joined !== null) out.set('set-cookie', joined);
-  return Object.fromEntries(out);
-}
-
 /**
- * Every header as [name, value] pairs (names lowercased, in the runtime's sorted order). fetch
- * already joins repeated headers with ", " — lossless for all but Set-Cookie, whose values may
- * contain commas, so each Set-Cookie line stays its own pair.
+ * The response headers twice, in one pass: as an object (repeated names joined with ", ", every
+ * Set-Cookie line joined too) and as [name, value] pairs (names lowercased, in the runtime's
+ * sorted order). fetch already joins repeated headers with ", " — lossless for all but
+ * Set-Cookie, whose values may contain commas, so each Set-Cookie line stays its own pair.
  */
-export function headerPairs(headers: Headers): [string, string][] {
+export function readHeaders(headers: Headers): { headers: Record<string, string>; headers_all: [string, string][] } {
+  const object: Record<string, string> = {};
   const pairs: [string, string][] = [];
   let cookiesDone = false;
   for (const [name, value] of headers) {
     if (name !== 'set-cookie') {
       pairs.push([name, value]);
+      // Headers iteration yields each name once (repeats joined), except Set-Cookie.
+      if (name !== '__proto__') object[name] = value;
+      // A valid header name: keep it an own property (plain assignment would set the prototype).
+      else Object.defineProperty(object, name, { value, enumerable: true, writable: true, configurable: true });
     } else if (!cookiesDone) {
       cookiesDone = true;
       const cookies = typeof headers.getSetCookie === 'function' ? headers.getSetCookie() : [value];
       for (const cookie of cookies) pairs.push(['set-cookie', cookie]);
+      const joined = cookies.length > 0 ? cookies.join(', ') : headers.get('set-cookie');
+      if (joined !== null) object['set-cookie'] = joined;
     }
   }
-  return pairs;
+  return { headers: object, headers_all: pairs };
 }
 
-/** Rejects when the signal aborts, so a body read that the runtime doesn't abort still ends at the timeout. */
-function abortion(signal: AbortSignal): { promise: Promise<never>; dispose(): void } {
-  let onAbort = () => {};
-  const promise = new Promise<never>((_, fail) => {
-    onAbort = () => fail(signal.reason ?? new Error('aborted'));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  });
-  promise.catch(() => {}); // observed only when a read loses the race
-  return { promise, dispose: () => signal.removeEventListener('abort', onAbort) };
+/** Every header as [name, value] pairs (see readHeaders). */
+export function headerPairs(headers: Headers): [string, string][] {
+  return readHeaders(headers).headers_all;
 }
 
 export async function execute(request: QueuedRequest, fetchFn: typeof fetch, opts: ExecuteOptions): Promise<Outcome> {
@@ -229,18 +241,25 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
 
     // A timer cleared when the request ends, not AbortSignal.timeout(): workerd allows 10,000
     // active timers per invocation, and AbortSignal.timeout's stay active for the full timeout.
+    // `aborted` rejects at the timeout too, so a body read that the runtime doesn't abort still
+    // ends then; rejected by the timer itself (no abort listener to add and remove per request).
     const controller = new AbortController();
+    let fail: (reason: unknown) => void = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    aborted.catch(() => {}); // observed only when a read loses the race
     const timer = setTimeout(() => {
       const reason = new Error(`Timeout of ${prepared.timeout} ms reached`);
       reason.name = 'TimeoutError';
       controller.abort(reason);
+      fail(reason);
     }, prepared.timeout);
     const signal = controller.signal;
     const timedOut = (): Outcome => ({
       ...failure(id, `Timeout of ${prepared.timeout} ms reached`),
       timed_out: true,
     });
-    const aborted = abortion(signal);
     try {
       let response: Response;
       try {
@@ -252,15 +271,14 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
             redirect: 'follow',
             signal,
           }),
-          aborted.promise,
+          aborted,
         ]);
       } catch (error) {
         return isTimeout(error, signal) ? timedOut() : failure(id, describeFailure(error, prepared.url));
       }
 
       const status = response.status;
-      const headers = collectHeaders(response.headers);
-      const headers_all = headerPairs(response.headers);
+      const { headers, headers_all } = readHeaders(response.headers);
       const content_type = response.headers.get('content-type');
       const tooLarge = () =>
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
@@ -274,13 +292,45 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         return overLimit();
       }
 
+      // Identity-encoded with a declared length within the limit: the body can't grow past it,
+      // so read it whole (one read, no per-chunk race). A compressed body can decompress to
+      // more than its Content-Length, so it is streamed against the limit below.
+      const encoding = response.headers.get('content-encoding');
+      if (
+        response.body &&
+        Number.isFinite(declared) &&
+        declared >= 0 &&
+        (encoding === null || encoding.trim().toLowerCase() === 'identity')
+      ) {
+        let whole: ArrayBuffer;
+        try {
+          whole = await Promise.race([response.arrayBuffer(), aborted]);
+        } catch (error) {
+          response.body.cancel().catch(() => {});
+          if (isTimeout(error, signal)) return timedOut();
+          return failure(id, `reading the response body failed: ${describeFailure(error, prepared.url)}`);
+        }
+        // Belt and braces: a runtime that handed over more than declared still meets the limit.
+        if (whole.byteLength > opts.maxResponseBytes) return overLimit();
+        return {
+          id,
+          status_code: status,
+          content_type,
+          headers,
+          headers_all,
+          ...decodeBody(new Uint8Array(whole)),
+          timed_out: false,
+          error_msg: null,
+        };
+      }
+
       const chunks: Uint8Array[] = [];
       let total = 0;
       if (response.body) {
         const reader = response.body.getReader();
         try {
           for (;;) {
-            const { done, value } = await Promise.race([reader.read(), aborted.promise]);
+            const { done, value } = await Promise.race([reader.read(), aborted]);
             if (done) break;
             total += value.byteLength;
             if (total > opts.maxResponseBytes) {
@@ -314,7 +364,6 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       };
     } finally {
       clearTimeout(timer);
-      aborted.dispose();
     }
   } catch (error) {
     // Not expected; the promise is that execute never throws, whatever it is handed.
