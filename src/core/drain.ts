@@ -8,7 +8,7 @@ import type postgres from 'postgres';
 import { claim, type ClaimedRequest } from './claim.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
-import type { DrainOptions, DrainStats, Outcome } from './types.ts';
+import type { DrainOptions, DrainStats, ExecuteOptions, Outcome } from './types.ts';
 
 export interface DrainExtras {
   /** Lease owner; default crypto.randomUUID(). */
@@ -113,6 +113,8 @@ export class Drain {
   private claimInFlight = false;
   private recordInFlight = false;
   private buffer: Outcome[] = [];
+  /** outcomeSize of each buffered outcome, computed once (Object.entries per outcome adds up). */
+  private bufferSizes: number[] = [];
   private bufferBytes = 0;
   private oldestBufferedAt = 0;
 
@@ -137,8 +139,17 @@ export class Drain {
 
   private dirty = false;
   private wake: (() => void) | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timerAt = 0;
+
+  private readonly executeOptions: ExecuteOptions;
 
   constructor(sql: postgres.Sql, fetchFn: typeof fetch, opts: DrainOptions, extras: DrainExtras = {}) {
+    this.executeOptions = {
+      maxResponseBytes: opts.maxResponseBytes,
+      userAgent: opts.userAgent,
+      ...(opts.retry ? { retry: opts.retry } : {}),
+    };
     this.sql = sql;
     this.fetchFn = fetchFn;
     this.opts = opts;
@@ -183,17 +194,21 @@ export class Drain {
   private async sleep(ms: number | null): Promise<void> {
     if (!this.dirty) {
       await new Promise<void>((resolve) => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        this.wake = () => {
-          if (timer !== undefined) clearTimeout(timer);
-          resolve();
-        };
-        if (ms !== null) {
-          timer = setTimeout(() => {
-            this.wake = null;
-            resolve();
-          }, Math.max(0, ms));
-        }
+        this.wake = resolve;
+        if (ms === null) return;
+        // One timer serves many turns: the loop wakes on nearly every completion and then asks for
+        // the same ~10 ms tick again, so a pending timer due no later than wanted is kept rather
+        // than cleared and re-armed per request. Waking early is harmless (the loop re-checks).
+        const at = Date.now() + Math.max(0, ms);
+        if (this.timer !== undefined && this.timerAt <= at) return;
+        if (this.timer !== undefined) clearTimeout(this.timer);
+        this.timerAt = at;
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          const wake = this.wake;
+          this.wake = null;
+          wake?.();
+        }, Math.max(0, ms));
       });
     }
     this.dirty = false;
@@ -307,8 +322,14 @@ export class Drain {
   private freeSlots(now: number): number {
     const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
     if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
-    let young = 0;
-    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) young++;
+    // startedAt is in start order (a Map keeps insertion order): the slow ones come first, so
+    // counting stops at the first young one instead of visiting every request per loop turn.
+    let slow = 0;
+    for (const at of this.startedAt.values()) {
+      if (now - at < SLOW_AFTER_MS) break;
+      slow++;
+    }
+    const young = this.startedAt.size - slow;
     return Math.max(0, Math.min(cap, this.opts.concurrency - young));
   }
 
@@ -317,9 +338,9 @@ export class Drain {
     if (this.freeSlots(now) > 0) return Infinity;
     if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
     if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
-    let oldest = Infinity;
-    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) oldest = Math.min(oldest, at);
-    return oldest + SLOW_AFTER_MS;
+    // In start order (see freeSlots): the first young request is the oldest young one.
+    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) return at + SLOW_AFTER_MS;
+    return Infinity;
   }
 
   private launch(request: ClaimedRequest): void {
@@ -327,11 +348,7 @@ export class Drain {
     this.startedAt.set(request.id, Date.now());
     const done: Promise<Outcome> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid))
-      : execute(request, this.fetchFn, {
-          maxResponseBytes: this.opts.maxResponseBytes,
-          userAgent: this.opts.userAgent,
-          ...(this.opts.retry ? { retry: this.opts.retry } : {}),
-        }).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
+      : execute(request, this.fetchFn, this.executeOptions).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
     void done.then((outcome) => {
       this.inFlight--;
       this.startedAt.delete(request.id);
@@ -339,8 +356,10 @@ export class Drain {
       if (this.firstDoneAt === 0) this.firstDoneAt = Date.now();
       if (outcome.error_msg !== null) this.errors++;
       if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
+      const size = outcomeSize(outcome);
       this.buffer.push(outcome);
-      this.bufferBytes += outcomeSize(outcome);
+      this.bufferSizes.push(size);
+      this.bufferBytes += size;
       this.fill();
       this.signal();
     });
@@ -360,12 +379,13 @@ export class Drain {
     let count = 0;
     let bytes = 0;
     while (count < this.buffer.length && count < RECORD_MAX_COUNT) {
-      const size = outcomeSize(this.buffer[count]!);
+      const size = this.bufferSizes[count]!;
       if (count > 0 && bytes + size > RECORD_MAX_BYTES) break;
       bytes += size;
       count++;
     }
     const chunk = this.buffer.splice(0, count);
+    this.bufferSizes.splice(0, count);
     this.bufferBytes -= bytes;
     if (this.buffer.length > 0) this.oldestBufferedAt = Date.now();
     return chunk;
@@ -388,8 +408,10 @@ export class Drain {
           // Give up: these rows stay leased and are claimed again after the lease expires.
           this.databaseDown = true;
         } else {
+          const sizes = chunk.map(outcomeSize);
           this.buffer.unshift(...chunk);
-          for (const outcome of chunk) this.bufferBytes += outcomeSize(outcome);
+          this.bufferSizes.unshift(...sizes);
+          for (const size of sizes) this.bufferBytes += size;
           this.oldestBufferedAt = 0;
           this.recordRetryAt = at;
         }
@@ -511,6 +533,8 @@ export class Drain {
       await this.sleep(this.nextTimer(Date.now()));
     }
     this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
 
     const stats: DrainStats = {
       owner: this.owner,
