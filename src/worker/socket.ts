@@ -73,7 +73,8 @@ export async function openSocket(options: SocketOptions): Promise<PgSocket> {
       for (;;) {
         const { done, value } = await tcp.reader!.read();
         if (done) break;
-        tcp.emit('data', Buffer.from(value));
+        // A view, not a copy: each read hands over a fresh chunk that nothing else reuses.
+        tcp.emit('data', Buffer.from(value.buffer, value.byteOffset, value.byteLength));
       }
       // The server closed the connection (e.g. pg_terminate_backend): tell postgres.js now, so
       // its queries fail and it reconnects, rather than waiting on `closed`.
