@@ -11,13 +11,17 @@ const MAX_ERROR_CHARS = 1000;
 
 type Prepared = { url: string; method: string; headers: Headers; body: Uint8Array | null; timeout: number };
 
+// fatal: invalid UTF-8 must not be silently replaced; ignoreBOM: keep a BOM so the text is the
+// exact body. One instance for all bodies: constructing one per body showed in profiles, and a
+// non-streaming decode() starts from a clean state every call (even after a fatal error).
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** Body bytes → what the response row holds: text when it is valid UTF-8 without NUL, else exact bytes as base64. */
 export function decodeBody(bytes: Uint8Array): { content: string | null; content_base64: string | null } {
   if (bytes.length === 0) return { content: null, content_base64: null };
   let text: string | null = null;
   try {
-    // fatal: invalid UTF-8 must not be silently replaced; ignoreBOM: keep a BOM so the text is the exact body.
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    text = UTF8.decode(bytes);
   } catch {
     text = null;
   }
@@ -75,6 +79,22 @@ function isPlainHttpUrl(text: string): boolean {
   return Number(port) <= 65535 && port !== (scheme === 'http' ? '80' : '443');
 }
 
+function appendHeaders(headers: Headers, given: Record<string, unknown>, userAgent: string): string | null {
+  for (const [name, value] of Object.entries(given)) {
+    if (value === null) continue; // a JSON null means "no such header"
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      return `header ${JSON.stringify(name)} must have a scalar value`;
+    }
+    try {
+      headers.append(name, String(value));
+    } catch (error) {
+      return `header ${JSON.stringify(name)}: ${messageOf(error)}`;
+    }
+  }
+  if (!headers.has('user-agent')) headers.set('user-agent', userAgent);
+  return null;
+}
+
 /** Checks a claimed row (rows may be inserted by hand) and builds the fetch inputs, or says what is wrong. */
 function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
   const method = typeof request.method === 'string' ? request.method.trim().toUpperCase() : '';
@@ -100,21 +120,11 @@ function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
     href = url.href;
   }
 
-  const headers = new Headers();
   const given: unknown = request.headers ?? {};
   if (!isPlainObject(given)) return 'headers must be a JSON object';
-  for (const [name, value] of Object.entries(given)) {
-    if (value === null) continue; // a JSON null means "no such header"
-    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
-      return `header ${JSON.stringify(name)} must have a scalar value`;
-    }
-    try {
-      headers.append(name, String(value));
-    } catch (error) {
-      return `header ${JSON.stringify(name)}: ${messageOf(error)}`;
-    }
-  }
-  if (!headers.has('user-agent')) headers.set('user-agent', userAgent);
+  const headers = new Headers();
+  const error = appendHeaders(headers, given, userAgent);
+  if (error !== null) return error;
 
   const timeout = request.timeout_milliseconds;
   if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout <= 0) {
