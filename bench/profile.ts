@@ -60,18 +60,25 @@ async function drainOnce(stack: Awaited<ReturnType<typeof startStack>>, prefix: 
   }
 }
 
-const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(timeOnly ? {} : { inspectorPort: port }) });
+// VARS='{"FLUSH_MS":"20"}' overrides the Worker's [vars] (experiments).
+const vars = process.env.VARS ? (JSON.parse(process.env.VARS) as Record<string, string>) : undefined;
+const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(vars ? { vars } : {}), ...(timeOnly ? {} : { inspectorPort: port }) });
 if (timeOnly) {
   try {
     for (let round = 0; round < Number(process.env.ROUNDS ?? '3'); round++) {
       for (const which of ceiling ? ['drain', 'ceiling'] : ['drain']) {
+        const xacts = async () =>
+          Number((await stack.sql<{ x: string }[]>`select xact_commit::text as x from pg_stat_database where datname = current_database()`)[0]!.x);
+        const x0 = await xacts();
         const c0 = cpuMs(stack.workerdPid!);
         const t0 = Date.now();
         if (which === 'ceiling') await stack.ceiling(n, `/hits/t-${Date.now()}-`);
         else await drainOnce(stack, `/hits/t-${Date.now()}-`);
         const ms = Date.now() - t0;
         const cpu = cpuMs(stack.workerdPid!) - c0;
-        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000`);
+        // Transactions committed meanwhile (claims, records, the driver's polls): the drain's statement count, roughly.
+        const statements = (await xacts()) - x0;
+        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000, ${statements} transactions`);
         await stack.sql`truncate net._http_response`.catch(() => {});
       }
     }
