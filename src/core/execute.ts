@@ -293,6 +293,16 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       const tooLarge = () =>
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
       const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, headers_all, content_type });
+      const succeeded = (body: Uint8Array): Outcome => ({
+        id,
+        status_code: status,
+        content_type,
+        headers,
+        headers_all,
+        ...decodeBody(body),
+        timed_out: false,
+        error_msg: null,
+      });
 
       // A declared length over the limit fails without downloading anything (a HEAD reply
       // declares the length of a body it does not send, so it is exempt).
@@ -322,16 +332,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         }
         // Belt and braces: a runtime that handed over more than declared still meets the limit.
         if (whole.byteLength > opts.maxResponseBytes) return overLimit();
-        return {
-          id,
-          status_code: status,
-          content_type,
-          headers,
-          headers_all,
-          ...decodeBody(new Uint8Array(whole)),
-          timed_out: false,
-          error_msg: null,
-        };
+        return succeeded(new Uint8Array(whole));
       }
 
       const chunks: Uint8Array[] = [];
@@ -362,16 +363,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         bytes.set(chunk, offset);
         offset += chunk.byteLength;
       }
-      return {
-        id,
-        status_code: status,
-        content_type,
-        headers,
-        headers_all,
-        ...decodeBody(bytes),
-        timed_out: false,
-        error_msg: null,
-      };
+      return succeeded(bytes);
     } finally {
       clearTimeout(timer);
     }
