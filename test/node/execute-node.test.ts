@@ -4,24 +4,13 @@
 import { describe, expect, inject, it } from 'vitest';
 import { execute } from '../../src/core/execute.ts';
 import type { ExecuteOptions, Outcome, QueuedRequest } from '../../src/core/types.ts';
+import { queuedRequest } from '../support/requests.ts';
 
 const target = inject('targetUrl');
 const closedPort = inject('closedPort');
 const opts: ExecuteOptions = { maxResponseBytes: 1_000_000, userAgent: 'pg-net-edge-node-test/1' };
 
-let next = 1;
-function request(path: string, overrides: Partial<QueuedRequest> = {}): QueuedRequest {
-  return {
-    id: String(next++),
-    method: 'GET',
-    url: path.startsWith('http') ? path : `${target}${path}`,
-    headers: {},
-    body: null,
-    timeout_milliseconds: 5000,
-    attempts: 1,
-    ...overrides,
-  };
-}
+const request = (path: string, overrides: Partial<QueuedRequest> = {}) => queuedRequest(target, path, overrides);
 const run = (req: QueuedRequest, o: ExecuteOptions = opts) => execute(req, fetch, o);
 
 function expectFailure(outcome: Outcome, pattern: RegExp) {

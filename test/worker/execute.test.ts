@@ -3,24 +3,13 @@
 import { describe, expect, inject, it } from 'vitest';
 import { decodeBody, execute } from '../../src/core/execute.ts';
 import type { ExecuteOptions, Outcome, QueuedRequest } from '../../src/core/types.ts';
+import { queuedRequest } from '../support/requests.ts';
 
 const target = inject('targetUrl');
 const closedPort = inject('closedPort');
 const opts: ExecuteOptions = { maxResponseBytes: 1_000_000, userAgent: 'pg-net-edge-test/1' };
 
-let next = 1;
-function request(path: string, overrides: Partial<QueuedRequest> = {}): QueuedRequest {
-  return {
-    id: String(next++),
-    method: 'GET',
-    url: path.startsWith('http') ? path : `${target}${path}`,
-    headers: {},
-    body: null,
-    timeout_milliseconds: 5000,
-    attempts: 1,
-    ...overrides,
-  };
-}
+const request = (path: string, overrides: Partial<QueuedRequest> = {}) => queuedRequest(target, path, overrides);
 
 const run = (req: QueuedRequest, o: ExecuteOptions = opts) => execute(req, fetch, o);
 
@@ -270,8 +259,9 @@ describe('execute in workerd: invalid rows → invalid request outcomes (nothing
     ['zero timeout', { timeout_milliseconds: 0 }, /^invalid request: timeout_milliseconds 0 is not a positive integer/],
     ['fractional timeout', { timeout_milliseconds: 1.5 }, /^invalid request: timeout_milliseconds 1.5/],
   ];
+  let caseNumber = 0;
   it.each(cases)('%s', async (_name, overrides, pattern) => {
-    const key = `/hits/execute-invalid/${next}`;
+    const key = `/hits/execute-invalid/${caseNumber++}`;
     const req = request(key, overrides);
     const outcome = await run(req);
     expect(outcome.id).toBe(req.id);
