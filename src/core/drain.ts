@@ -6,9 +6,10 @@
 // after the lease expires (at-least-once, never lost).
 import type postgres from 'postgres';
 import { claim, type ClaimedRequest } from './claim.ts';
+import { Deadlines } from './deadlines.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
-import type { DrainOptions, DrainStats, ExecuteOptions, Outcome } from './types.ts';
+import { HEADER_BYTES, type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 
 export interface DrainExtras {
   /** Lease owner; default crypto.randomUUID(). */
@@ -82,7 +83,11 @@ function isDataError(error: unknown): boolean {
 
 function outcomeSize(outcome: Outcome): number {
   let size = 200 + (outcome.content?.length ?? 0) + (outcome.content_base64?.length ?? 0);
+  // Headers are stored twice (the object and headers_all); execute counted them once already.
+  const counted = outcome[HEADER_BYTES];
+  if (counted !== undefined) return size + 2 * counted;
   if (outcome.headers) for (const [k, v] of Object.entries(outcome.headers)) size += k.length + v.length;
+  if (outcome.headers_all) for (const [k, v] of outcome.headers_all) size += k.length + v.length;
   return size;
 }
 
@@ -143,12 +148,15 @@ export class Drain {
   private timerAt = 0;
 
   private readonly executeOptions: ExecuteOptions;
+  /** Every request's timeout on one timer (see deadlines.ts). */
+  private readonly deadlines = new Deadlines();
 
   constructor(sql: postgres.Sql, fetchFn: typeof fetch, opts: DrainOptions, extras: DrainExtras = {}) {
     this.executeOptions = {
       maxResponseBytes: opts.maxResponseBytes,
       userAgent: opts.userAgent,
       ...(opts.retry ? { retry: opts.retry } : {}),
+      deadlines: this.deadlines,
     };
     this.sql = sql;
     this.fetchFn = fetchFn;
@@ -533,6 +541,7 @@ export class Drain {
       await this.sleep(this.nextTimer(Date.now()));
     }
     this.closed = true;
+    this.deadlines.clear();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
 

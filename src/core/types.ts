@@ -13,7 +13,14 @@ export interface QueuedRequest {
 }
 
 /** What one request ended with; the shape net._record takes (one JSON object per request). */
+/**
+ * Bytes of an outcome's response headers, counted while execute reads them, so the drain can
+ * size its record batches without walking every header again. A symbol: JSON.stringify skips it.
+ */
+export const HEADER_BYTES: unique symbol = Symbol('headerBytes');
+
 export interface Outcome {
+  [HEADER_BYTES]?: number;
   id: string;
   status_code: number | null;
   content_type: string | null;
@@ -40,6 +47,8 @@ export interface ExecuteOptions {
   userAgent: string;
   /** Backoff for retryable outcomes (default: 1 s base, doubling; see retry.ts). */
   retry?: RetryPolicy;
+  /** Times requests out on one shared timer (the drain's); default a timer per request. */
+  deadlines?: { schedule(ms: number, fire: () => void): () => void };
 }
 
 export interface DrainOptions extends ExecuteOptions {

@@ -90,6 +90,24 @@ describe('drain end to end', () => {
     expect((await counts(db.sql)).queued).toBe(0);
   });
 
+  it('each request times out at its own timeout (one shared timer serves them all)', async () => {
+    const timeouts = [150, 400, 800];
+    const slow: string[] = [];
+    for (const t of timeouts) slow.push(await queue(db.sql`select net.http_get(${`${target}/delay/6000`}, timeout_milliseconds => ${t}::int)::text as id`));
+    const fast: string[] = [];
+    for (let i = 0; i < 3; i++) fast.push(await queue(db.sql`select net.http_get(${`${target}/echo/deadline${i}`})::text as id`));
+    const stats = await drain(db.sql, fetch, options());
+    expect(stats).toMatchObject({ claimed: 6, recorded: 6, errors: 3, stopped: 'empty' });
+    for (const [i, id] of slow.entries()) {
+      const row = (await response(id))!;
+      expect(row).toMatchObject({ status_code: null, timed_out: true });
+      expect(row.error_msg).toBe(`Timeout of ${timeouts[i]} ms reached`);
+    }
+    for (const id of fast) expect((await response(id))?.status_code).toBe(200);
+    // Ended by the longest timeout (800 ms), not by the 6 s the target would take.
+    expect(stats.duration_ms).toBeLessThan(4000);
+  });
+
   it('a slow request does not delay recording the fast ones', async () => {
     const slow = await queue(db.sql`select net.http_get(${`${target}/delay/3000`}, timeout_milliseconds => 10000)::text as id`);
     const fast: string[] = [];
