@@ -3,13 +3,13 @@
 // TextDecoder, btoa and typed arrays. It never throws — one bad target must never break the
 // batch — so every failure, including a malformed row inserted by hand, becomes an error outcome.
 import { DEFAULT_RETRY_POLICY, retryDelay } from './retry.ts';
-import type { ExecuteOptions, Outcome, QueuedRequest } from './types.ts';
+import { HEADER_BYTES, type ExecuteOptions, type Outcome, type QueuedRequest } from './types.ts';
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']);
 /** Error messages are stored in the response row; a runaway message (e.g. a redirect list) is cut. */
 const MAX_ERROR_CHARS = 1000;
 
-type Prepared = { url: string; method: string; headers: Headers; body: Uint8Array | null; timeout: number };
+type Prepared = { url: string; method: string; headers: Headers | Record<string, string>; body: Uint8Array | null; timeout: number };
 
 // fatal: invalid UTF-8 must not be silently replaced; ignoreBOM: keep a BOM so the text is the
 // exact body. One instance for all bodies: constructing one per body showed in profiles, and a
@@ -63,20 +63,22 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * URLs that new URL() surely accepts and serializes unchanged: http(s), a dotted-quad IPv4 or a
- * lowercase ASCII host name (last label not numeric, no punycode), a non-default port up to
- * 65535, a path of RFC 3986 characters (none that URL percent-encodes) without dot segments. Anything else goes through
- * new URL() for validation, normalization and a precise error.
+ * The request's headers as fetch takes them, when every value is a string (the usual case):
+ * a plain record, no Headers object built and filled call by call. Null when a value needs the
+ * checks in appendHeaders (null, numbers, booleans, objects); names and values fetch refuses
+ * surface as a TypeError from fetch, and validate() then says which header is wrong.
  */
-const PLAIN_URL = /^(https?):\/\/(?:(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})|([a-z0-9-]+(?:\.[a-z0-9-]+)*))(?::([1-9]\d{0,4}))?\/[A-Za-z0-9\-._~:/?#[\]@!$&()*+,;=%]*$/;
-function isPlainHttpUrl(text: string): boolean {
-  const m = PLAIN_URL.exec(text);
-  if (m === null || text.includes('/.') || text.includes('\\') || text.includes('%2e') || text.includes('%2E')) return false;
-  const [, scheme, ip, name, port] = m;
-  if (ip !== undefined && ip.split('.').some((octet) => Number(octet) > 255 || (octet.length > 1 && octet[0] === '0'))) return false;
-  if (name !== undefined && (/(?:^|\.)(?:\d+|0x[0-9a-f]*)$/.test(name) || /(?:^|\.)(?:xn--|-)|-(?:\.|$)/.test(name))) return false;
-  if (port === undefined) return true;
-  return Number(port) <= 65535 && port !== (scheme === 'http' ? '80' : '443');
+function plainHeaders(given: Record<string, unknown>, userAgent: string): Record<string, string> | null {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  let hasUserAgent = false;
+  for (const name of Object.keys(given)) {
+    const value = given[name];
+    if (typeof value !== 'string') return null;
+    if (!hasUserAgent && name.length === 10 && name.toLowerCase() === 'user-agent') hasUserAgent = true;
+    out[name] = value;
+  }
+  if (!hasUserAgent) out['user-agent'] = userAgent;
+  return out;
 }
 
 function appendHeaders(headers: Headers, given: Record<string, unknown>, userAgent: string): string | null {
@@ -95,48 +97,61 @@ function appendHeaders(headers: Headers, given: Record<string, unknown>, userAge
   return null;
 }
 
-/** Checks a claimed row (rows may be inserted by hand) and builds the fetch inputs, or says what is wrong. */
+/**
+ * Builds the fetch inputs from a claimed row (rows may be inserted by hand), or says what is
+ * wrong. The common case costs no URL parse and no Headers object: an http(s) URL and string
+ * header values go to fetch as they are, and fetch parses them once. What fetch then refuses is
+ * explained by validate().
+ */
 function prepare(request: QueuedRequest, userAgent: string): Prepared | string {
   const method = typeof request.method === 'string' ? request.method.trim().toUpperCase() : '';
   if (!METHODS.has(method)) {
     return `method ${JSON.stringify(request.method)} is not one of ${[...METHODS].join(', ')}`;
   }
-
-  if (typeof request.url !== 'string') return 'url is not a string';
-  let href: string;
-  if (isPlainHttpUrl(request.url)) {
-    // fetch parses it the same way; skipping new URL() here saves a parse per request.
-    href = request.url;
-  } else {
-    let url: URL;
-    try {
-      url = new URL(request.url);
-    } catch {
-      return `url ${JSON.stringify(request.url)} is not an absolute URL`;
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      return `url ${JSON.stringify(request.url)} is not http or https`;
-    }
-    href = url.href;
-  }
-
   const given: unknown = request.headers ?? {};
   if (!isPlainObject(given)) return 'headers must be a JSON object';
-  const headers = new Headers();
-  const error = appendHeaders(headers, given, userAgent);
-  if (error !== null) return error;
+  const url = request.url;
+  const plain = typeof url === 'string' && /^https?:\/\//i.test(url) ? plainHeaders(given, userAgent) : null;
+  let prepared: Prepared | string;
+  if (plain !== null) {
+    prepared = { url: url, method, headers: plain, body: null, timeout: 0 };
+  } else {
+    prepared = validate(request, method, given, userAgent);
+    if (typeof prepared === 'string') return prepared;
+  }
 
   const timeout = request.timeout_milliseconds;
   if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout <= 0) {
     return `timeout_milliseconds ${JSON.stringify(timeout)} is not a positive integer`;
   }
-
   if (request.body !== null && request.body !== undefined && !(request.body instanceof Uint8Array)) {
     return 'body must be bytes or null';
   }
+  prepared.timeout = timeout;
   // GET and HEAD cannot carry a body in fetch; pg_net never sends one either.
-  const body = method === 'GET' || method === 'HEAD' ? null : (request.body ?? null);
-  return { url: href, method, headers, body, timeout };
+  prepared.body = method === 'GET' || method === 'HEAD' ? null : (request.body ?? null);
+  return prepared;
+}
+
+/**
+ * The thorough check of url and headers, with a precise message for what is wrong: used when
+ * the fast path of prepare() doesn't apply, and to explain a TypeError from fetch.
+ */
+function validate(request: QueuedRequest, method: string, given: Record<string, unknown>, userAgent: string): Prepared | string {
+  if (typeof request.url !== 'string') return 'url is not a string';
+  let url: URL;
+  try {
+    url = new URL(request.url);
+  } catch {
+    return `url ${JSON.stringify(request.url)} is not an absolute URL`;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return `url ${JSON.stringify(request.url)} is not http or https`;
+  }
+  const headers = new Headers();
+  const error = appendHeaders(headers, given, userAgent);
+  if (error !== null) return error;
+  return { url: url.href, method, headers, body: null, timeout: 0 };
 }
 
 function messageOf(error: unknown): string {
@@ -204,13 +219,22 @@ export function describeFailure(error: unknown, url: string): string {
  * sorted order). fetch already joins repeated headers with ", " — lossless for all but
  * Set-Cookie, whose values may contain commas, so each Set-Cookie line stays its own pair.
  */
-export function readHeaders(headers: Headers): { headers: Record<string, string>; headers_all: [string, string][] } {
+export function readHeaders(headers: Headers): ReadHeaders {
   const object: Record<string, string> = {};
   const pairs: [string, string][] = [];
   let cookiesDone = false;
+  let bytes = 0;
+  let contentType: string | null = null;
+  let contentLength: string | null = null;
+  let contentEncoding: string | null = null;
   for (const [name, value] of headers) {
+    bytes += name.length + value.length;
     if (name !== 'set-cookie') {
       pairs.push([name, value]);
+      // The three headers execute looks at, picked up here rather than by three get() calls.
+      if (name === 'content-type') contentType = value;
+      else if (name === 'content-length') contentLength = value;
+      else if (name === 'content-encoding') contentEncoding = value;
       // Headers iteration yields each name once (repeats joined), except Set-Cookie.
       if (name !== '__proto__') object[name] = value;
       // A valid header name: keep it an own property (plain assignment would set the prototype).
@@ -221,9 +245,20 @@ export function readHeaders(headers: Headers): { headers: Record<string, string>
       for (const cookie of cookies) pairs.push(['set-cookie', cookie]);
       const joined = cookies.length > 0 ? cookies.join(', ') : headers.get('set-cookie');
       if (joined !== null) object['set-cookie'] = joined;
+      if (joined !== null) bytes += joined.length;
     }
   }
-  return { headers: object, headers_all: pairs };
+  return { headers: object, headers_all: pairs, bytes, contentType, contentLength, contentEncoding };
+}
+
+interface ReadHeaders {
+  headers: Record<string, string>;
+  headers_all: [string, string][];
+  /** Characters in all names and values (to size record batches). */
+  bytes: number;
+  contentType: string | null;
+  contentLength: string | null;
+  contentEncoding: string | null;
 }
 
 /** Every header as [name, value] pairs (see readHeaders). */
@@ -259,12 +294,19 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       fail = reject;
     });
     aborted.catch(() => {}); // observed only when a read loses the race
-    const timer = setTimeout(() => {
+    const onTimeout = () => {
       const reason = new Error(`Timeout of ${prepared.timeout} ms reached`);
       reason.name = 'TimeoutError';
       controller.abort(reason);
       fail(reason);
-    }, prepared.timeout);
+    };
+    let cancelTimeout: () => void;
+    if (opts.deadlines) {
+      cancelTimeout = opts.deadlines.schedule(prepared.timeout, onTimeout);
+    } else {
+      const timer = setTimeout(onTimeout, prepared.timeout);
+      cancelTimeout = () => clearTimeout(timer);
+    }
     const signal = controller.signal;
     const timedOut = (): Outcome => ({
       ...failure(id, `Timeout of ${prepared.timeout} ms reached`),
@@ -284,29 +326,31 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
           aborted,
         ]);
       } catch (error) {
-        return isTimeout(error, signal) ? timedOut() : failure(id, describeFailure(error, prepared.url));
+        if (isTimeout(error, signal)) return timedOut();
+        if (error instanceof TypeError) {
+          // fetch refused the input (a URL or header it can't use): say exactly what is wrong.
+          const method = prepared.method;
+          const problem = validate(request, method, isPlainObject(request.headers) ? request.headers : {}, opts.userAgent);
+          if (typeof problem === 'string') return failure(id, `invalid request: ${problem}`);
+        }
+        return failure(id, describeFailure(error, prepared.url));
       }
 
       const status = response.status;
-      const { headers, headers_all } = readHeaders(response.headers);
-      const content_type = response.headers.get('content-type');
+      const { headers, headers_all, bytes: headerBytes, contentType: content_type, contentLength, contentEncoding } = readHeaders(response.headers);
       const tooLarge = () =>
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
       const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, headers_all, content_type });
-      const succeeded = (body: Uint8Array): Outcome => ({
-        id,
-        status_code: status,
-        content_type,
-        headers,
-        headers_all,
-        ...decodeBody(body),
-        timed_out: false,
-        error_msg: null,
-      });
+      const succeeded = (body: Uint8Array): Outcome => {
+        const { content, content_base64 } = decodeBody(body);
+        const outcome: Outcome = { id, status_code: status, content_type, headers, headers_all, content, content_base64, timed_out: false, error_msg: null };
+        outcome[HEADER_BYTES] = headerBytes;
+        return outcome;
+      };
 
       // A declared length over the limit fails without downloading anything (a HEAD reply
       // declares the length of a body it does not send, so it is exempt).
-      const declared = Number(response.headers.get('content-length') ?? NaN);
+      const declared = Number(contentLength ?? NaN);
       if (prepared.method !== 'HEAD' && Number.isFinite(declared) && declared > opts.maxResponseBytes) {
         response.body?.cancel().catch(() => {});
         return overLimit();
@@ -315,7 +359,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       // Identity-encoded with a declared length within the limit: the body can't grow past it,
       // so read it whole (one read, no per-chunk race). A compressed body can decompress to
       // more than its Content-Length, so it is streamed against the limit below.
-      const encoding = response.headers.get('content-encoding');
+      const encoding = contentEncoding;
       if (
         response.body &&
         Number.isFinite(declared) &&
@@ -365,7 +409,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       }
       return succeeded(bytes);
     } finally {
-      clearTimeout(timer);
+      cancelTimeout();
     }
   } catch (error) {
     // Not expected; the promise is that execute never throws, whatever it is handed.

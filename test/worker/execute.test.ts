@@ -256,6 +256,12 @@ describe('execute in workerd: invalid rows → invalid request outcomes (nothing
     ['headers string', { headers: 'x' as unknown as Record<string, unknown> }, /^invalid request: headers must be a JSON object/],
     ['nested header value', { headers: { 'X-A': { b: 1 } } }, /^invalid request: header "X-A" must have a scalar value/],
     ['bad header name', { headers: { 'bad name': 'x' } }, /^invalid request: header "bad name"/],
+    // These pass the fast path (http URL, string values) and are refused by fetch itself; the
+    // outcome still says what is wrong rather than fetch's generic TypeError.
+    ['http url with a space in the host', { url: 'http://exa mple.invalid/x' }, /^invalid request: url "http:\/\/exa mple\.invalid\/x" is not an absolute URL/],
+    ['http url with a port out of range', { url: 'http://127.0.0.1:99999/x' }, /^invalid request: url "http:\/\/127\.0\.0\.1:99999\/x" is not an absolute URL/],
+    ['header value with a line break', { headers: { 'X-A': 'a\r\nb' } }, /^invalid request: header "X-A"/],
+    ['bad header name among good ones', { headers: { 'Content-Type': 'text/plain', 'x(y)': 'z' } }, /^invalid request: header "x\(y\)"/],
     ['zero timeout', { timeout_milliseconds: 0 }, /^invalid request: timeout_milliseconds 0 is not a positive integer/],
     ['fractional timeout', { timeout_milliseconds: 1.5 }, /^invalid request: timeout_milliseconds 1.5/],
   ];
