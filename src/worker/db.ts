@@ -7,7 +7,6 @@ export function connectDatabase(url: string): postgres.Sql {
   const options = {
     max: 2,
     fetch_types: false,
-    prepare: false,
     connect_timeout: 10,
     onnotice: () => {},
     // Lets a DBA tell the worker's sessions apart (a URL ?application_name= still wins).
