@@ -56,7 +56,7 @@ async function drainOnce(stack: Awaited<ReturnType<typeof startStack>>, prefix: 
   for (;;) {
     const [r] = await stack.sql<{ c: string }[]>`select count(*)::text as c from net._http_response`;
     if (Number(r!.c) - Number(before!.c) >= n) break;
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 
@@ -136,6 +136,20 @@ try {
   }
   if (process.env.NATIVE) {
     for (const [k, t] of [...owner.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  native ${k}`);
+  }
+  if (process.env.INCLUSIVE) {
+    // Inclusive time: each sample charged once to every distinct function on its stack.
+    const incl = new Map<string, number>();
+    const keyOf = (node: ProfileNode) => `${node.callFrame.functionName || '(anon)'} ${(node.callFrame.url.split('/').pop() ?? '')}:${node.callFrame.lineNumber + 1}`;
+    for (let i = 0; i < profile.samples.length; i++) {
+      const dt = profile.timeDeltas[i + 1] ?? 0;
+      const seen = new Set<string>();
+      for (let id: number | undefined = profile.samples[i]; id !== undefined; id = parent.get(id)) {
+        const key = keyOf(nodes.get(id)!);
+        if (!seen.has(key)) { seen.add(key); incl.set(key, (incl.get(key) ?? 0) + dt); }
+      }
+    }
+    for (const [k, t] of [...incl.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.INCLUSIVE))) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  incl ${k}`);
   }
   const top = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40));
   for (const [k, t] of top) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  ${k}`);
