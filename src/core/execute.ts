@@ -154,6 +154,17 @@ function validate(request: QueuedRequest, method: string, given: Record<string, 
   return { url: url.href, method, headers, body: null, timeout: 0 };
 }
 
+/**
+ * fetch's init with only what differs from its defaults (GET, no body, redirect "follow"): every
+ * member given is converted by the runtime, measurably so per request.
+ */
+function init(prepared: Prepared, signal: AbortSignal): RequestInit {
+  const given: RequestInit = { headers: prepared.headers, signal };
+  if (prepared.method !== 'GET') given.method = prepared.method;
+  if (prepared.body !== null) given.body = prepared.body;
+  return given;
+}
+
 function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message;
   if (typeof error === 'object' && error !== null && 'message' in error) return String(error.message);
@@ -316,13 +327,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       let response: Response;
       try {
         response = await Promise.race([
-          fetchFn(prepared.url, {
-            method: prepared.method,
-            headers: prepared.headers,
-            body: prepared.body,
-            redirect: 'follow',
-            signal,
-          }),
+          fetchFn(prepared.url, init(prepared, signal)),
           aborted,
         ]);
       } catch (error) {
