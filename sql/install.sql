@@ -1202,7 +1202,9 @@ as $$
     where q.not_before <= statement_timestamp()
       and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
       and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
-    order by q.id
+    -- Earliest due first, in not_before order: ordered by id, the planner walked the primary key
+    -- and filtered every queued row (20,000 rows read per claim under a deep queue).
+    order by q.not_before
     limit greatest(coalesce(max_rows, 0), 0)
     for update skip locked
   ), picked as (
