@@ -1,7 +1,7 @@
 // Where the drain's workerd CPU goes: starts the bench stack with workerd's inspector open, queues
 // N requests, takes a V8 CPU profile of the Worker over the drain (Chrome DevTools Protocol), and
 // prints the top functions by self time. `npx tsx bench/profile.ts [N] [--ceiling]`
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { WebSocket } from 'undici';
 import { startStack } from './stack.ts';
 
@@ -41,6 +41,23 @@ async function connect(name: string): Promise<{ send(method: string, params?: ob
   };
 }
 
+/** CPU time so far (user + system) of every process named `name`, ms. */
+function cpuOfAll(name: string): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!stat.includes(`(${name})`)) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return total;
+}
+
 /** workerd's CPU time so far (user + system), ms. */
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -71,14 +88,19 @@ if (timeOnly) {
           Number((await stack.sql<{ x: string }[]>`select xact_commit::text as x from pg_stat_database where datname = current_database()`)[0]!.x);
         const x0 = await xacts();
         const c0 = cpuMs(stack.workerdPid!);
+        const pg0 = cpuOfAll('postgres');
+        const node0 = process.cpuUsage();
         const t0 = Date.now();
         if (which === 'ceiling') await stack.ceiling(n, `/hits/t-${Date.now()}-`);
         else await drainOnce(stack, `/hits/t-${Date.now()}-`);
         const ms = Date.now() - t0;
         const cpu = cpuMs(stack.workerdPid!) - c0;
+        const pg = cpuOfAll('postgres') - pg0;
+        const nodeUsage = process.cpuUsage(node0);
+        const nodeMs = (nodeUsage.user + nodeUsage.system) / 1000;
         // Transactions committed meanwhile (claims, records, the driver's polls): the drain's statement count, roughly.
         const statements = (await xacts()) - x0;
-        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000, ${statements} transactions`);
+        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000, ${statements} transactions; PostgreSQL ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000`);
         await stack.sql`truncate net._http_response`.catch(() => {});
       }
     }
@@ -136,6 +158,22 @@ try {
   }
   if (process.env.NATIVE) {
     for (const [k, t] of [...owner.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  native ${k}`);
+  }
+  if (process.env.CALLERS) {
+    // The call paths that lead to a function: CALLERS=<function name>.
+    const paths = new Map<string, number>();
+    for (let i = 0; i < profile.samples.length; i++) {
+      const node = nodes.get(profile.samples[i]!)!;
+      if (node.callFrame.functionName !== process.env.CALLERS) continue;
+      const chain: string[] = [];
+      for (let id: number | undefined = node.id; id !== undefined && chain.length < 12; id = parent.get(id)) {
+        const f = nodes.get(id)!.callFrame;
+        chain.push(`${f.functionName || '(anon)'}:${f.lineNumber + 1}`);
+      }
+      const key = chain.join(' < ');
+      paths.set(key, (paths.get(key) ?? 0) + (profile.timeDeltas[i + 1] ?? 0));
+    }
+    for (const [k, t] of [...paths.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  ${k}`);
   }
   if (process.env.INCLUSIVE) {
     // Inclusive time: each sample charged once to every distinct function on its stack.

@@ -456,6 +456,18 @@ async function bigBodies(stack: Stack, count: number): Promise<{ memory: MemoryS
   return { memory, baselineKb, errors: done.errors + (count - done.recorded), elapsedMs: Math.round(done.lastCreated - committedAt) };
 }
 
+/** The bare fetch loop (the ceiling Worker) reading `count` 1 MB bodies: workerd's own memory for it. */
+async function bareBigBodies(stack: Stack, count: number): Promise<{ memory: MemorySample; baselineKb: number; errors: number }> {
+  progress(`memory baseline: the bare fetch loop reads ${count} × 1 MB bodies`);
+  const baselineKb = stack.workerdPid === null ? 0 : rssKb(stack.workerdPid);
+  const sampler = new Sampler(stack.workerdPid);
+  sampler.start();
+  const result = await stack.ceiling(count, `/bytes/1048576?bare=${runId}-${count}-`);
+  await sleep(300);
+  const memory = sampler.stop();
+  return { memory, baselineKb, errors: result.errors };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 function versionOf(pkg: string): string {
@@ -606,14 +618,25 @@ async function main(): Promise<number> {
         flat,
       );
     }
-    // Two sizes: the rise must stay put when the queue of big responses triples.
+    // Two sizes: the rise must stay put when the queue of big responses triples. Each drain run
+    // follows the bare fetch loop reading the same bodies (the same-run baseline: what workerd
+    // itself takes to fetch 1 MB bodies at this concurrency). The bare loop goes first, so the
+    // drain is measured on a process whose memory has already grown once (conservative for it).
     const bigs = [];
-    for (const count of p.bigCounts) bigs.push({ count, ...(await bigBodies(stack, count)) });
+    for (const count of p.bigCounts) {
+      const bare = await bareBigBodies(stack, count);
+      bigs.push({ count, bare, ...(await bigBodies(stack, count)) });
+    }
     for (const big of bigs) {
       const rise = mib(big.memory.peakRssKb - big.baselineKb);
+      const bareRise = mib(big.bare.memory.peakRssKb - big.bare.baselineKb);
+      row(
+        `bare fetch loop, 1 MB bodies (${big.count} requests, concurrency ${stack.concurrency}): workerd RSS rise`,
+        `+${fmt(bareRise, 1)} MiB; ${big.bare.errors} errors`,
+      );
       row(
         `workerd peak RSS with 1 MB bodies (${big.count} requests)`,
-        `${fmt(mib(big.memory.peakRssKb), 1)} MiB (+${fmt(rise, 1)} MiB over idle; VmHWM ${fmt(mib(big.memory.hwmKb), 1)} MiB); ${big.errors} errors, ${fmt(big.elapsedMs)} ms`,
+        `${fmt(mib(big.memory.peakRssKb), 1)} MiB (+${fmt(rise, 1)} MiB over idle, ${fmt(rise / Math.max(1, bareRise), 1)}× the bare loop's rise; VmHWM ${fmt(mib(big.memory.hwmKb), 1)} MiB); ${big.errors} errors, ${fmt(big.elapsedMs)} ms`,
         `rise ≤ concurrency × max response = ${stack.concurrency} × ${fmt(stack.maxResponseBytes / 1048576, 0)} MiB = ${fmt(bound)} MiB`,
         rise <= bound && big.errors === 0,
       );
