@@ -297,19 +297,14 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
 
     // A timer cleared when the request ends, not AbortSignal.timeout(): workerd allows 10,000
     // active timers per invocation, and AbortSignal.timeout's stay active for the full timeout.
-    // `aborted` rejects at the timeout too, so a body read that the runtime doesn't abort still
-    // ends then; rejected by the timer itself (no abort listener to add and remove per request).
+    // Aborting the signal rejects the fetch and, after the headers, the body read too (workerd
+    // and Node both; tested for streamed and declared-length bodies). No Promise.race against a
+    // timeout promise: that cost ~25% of a bare fetch loop's CPU in workerd.
     const controller = new AbortController();
-    let fail: (reason: unknown) => void = () => {};
-    const aborted = new Promise<never>((_, reject) => {
-      fail = reject;
-    });
-    aborted.catch(() => {}); // observed only when a read loses the race
     const onTimeout = () => {
       const reason = new Error(`Timeout of ${prepared.timeout} ms reached`);
       reason.name = 'TimeoutError';
       controller.abort(reason);
-      fail(reason);
     };
     let cancelTimeout: () => void;
     if (opts.deadlines) {
@@ -326,10 +321,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
     try {
       let response: Response;
       try {
-        response = await Promise.race([
-          fetchFn(prepared.url, init(prepared, signal)),
-          aborted,
-        ]);
+        response = await fetchFn(prepared.url, init(prepared, signal));
       } catch (error) {
         if (isTimeout(error, signal)) return timedOut();
         if (error instanceof TypeError) {
@@ -373,7 +365,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       ) {
         let whole: ArrayBuffer;
         try {
-          whole = await Promise.race([response.arrayBuffer(), aborted]);
+          whole = await response.arrayBuffer();
         } catch (error) {
           response.body.cancel().catch(() => {});
           if (isTimeout(error, signal)) return timedOut();
@@ -390,7 +382,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         const reader = response.body.getReader();
         try {
           for (;;) {
-            const { done, value } = await Promise.race([reader.read(), aborted]);
+            const { done, value } = await reader.read();
             if (done) break;
             total += value.byteLength;
             if (total > opts.maxResponseBytes) {

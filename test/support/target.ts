@@ -138,6 +138,15 @@ export async function startTarget(): Promise<Target> {
       return;
     }
 
+    const slowDeclared = /^\/slow-declared\/(\d+)$/.exec(path);
+    if (slowDeclared) {
+      // The same with a Content-Length: the body is read whole (one read), not streamed.
+      const ms = Number(slowDeclared[1]);
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': 9 });
+      res.write('start ');
+      later(res, ms, () => res.end('end'));
+      return;
+    }
     if (path === '/drop') {
       req.socket.destroy();
       return;

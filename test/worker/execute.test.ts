@@ -192,6 +192,19 @@ describe('execute in workerd: failures', () => {
     expect(outcome.error_msg).toMatch(/^Timeout of 200 ms reached/);
   });
 
+  it('the timeout covers a body of declared length too (read whole, not streamed)', async () => {
+    const started = Date.now();
+    const outcome = await run(request('/slow-declared/3000', { timeout_milliseconds: 200 }));
+    expect(outcome).toMatchObject({ status_code: null, timed_out: true, content: null, content_base64: null });
+    expect(outcome.error_msg).toMatch(/^Timeout of 200 ms reached/);
+    expect(Date.now() - started).toBeLessThan(2500); // ended by the timeout, not by the server
+  });
+
+  it('a slow body of declared length within the timeout is read whole', async () => {
+    const outcome = await run(request('/slow-declared/50', { timeout_milliseconds: 5000 }));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'start end', timed_out: false });
+  });
+
   it('a slow body within the timeout is read whole', async () => {
     const outcome = await run(request('/slow-body/50', { timeout_milliseconds: 5000 }));
     expect(outcome).toMatchObject({ status_code: 200, content: 'start end', timed_out: false });
