@@ -618,15 +618,14 @@ async function main(): Promise<number> {
         flat,
       );
     }
-    // Two sizes: the rise must stay put when the queue of big responses triples. Each drain run
-    // follows the bare fetch loop reading the same bodies (the same-run baseline: what workerd
-    // itself takes to fetch 1 MB bodies at this concurrency). The bare loop goes first, so the
-    // drain is measured on a process whose memory has already grown once (conservative for it).
+    // Two sizes: the rise must stay put when the queue of big responses triples. The baseline is
+    // the bare fetch loop reading the same bodies (what workerd itself takes to fetch 1 MB bodies
+    // at this concurrency), measured first for every size: RSS only grows back slowly, so
+    // whichever runs later looks cheaper, and the drain is the one measured later.
+    const bares = [];
+    for (const count of p.bigCounts) bares.push(await bareBigBodies(stack, count));
     const bigs = [];
-    for (const count of p.bigCounts) {
-      const bare = await bareBigBodies(stack, count);
-      bigs.push({ count, bare, ...(await bigBodies(stack, count)) });
-    }
+    for (const [i, count] of p.bigCounts.entries()) bigs.push({ count, bare: bares[i]!, ...(await bigBodies(stack, count)) });
     for (const big of bigs) {
       const rise = mib(big.memory.peakRssKb - big.baselineKb);
       const bareRise = mib(big.bare.memory.peakRssKb - big.bare.baselineKb);
