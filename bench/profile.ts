@@ -58,6 +58,13 @@ function cpuOfAll(name: string): number {
   return total;
 }
 
+/** workerd's CPU time so far split as [user, system], ms. */
+function cpuSplit(pid: number): [number, number] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return [(Number(fields[11]) * 1000) / 100, (Number(fields[12]) * 1000) / 100];
+}
+
 /** workerd's CPU time so far (user + system), ms. */
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -88,6 +95,7 @@ if (timeOnly) {
           Number((await stack.sql<{ x: string }[]>`select xact_commit::text as x from pg_stat_database where datname = current_database()`)[0]!.x);
         const x0 = await xacts();
         const c0 = cpuMs(stack.workerdPid!);
+        const split0 = cpuSplit(stack.workerdPid!);
         const pg0 = cpuOfAll('postgres');
         const node0 = process.cpuUsage();
         const t0 = Date.now();
@@ -95,12 +103,14 @@ if (timeOnly) {
         else await drainOnce(stack, `/hits/t-${Date.now()}-`);
         const ms = Date.now() - t0;
         const cpu = cpuMs(stack.workerdPid!) - c0;
+        const split1 = cpuSplit(stack.workerdPid!);
+        const sysShare = (split1[1] - split0[1]) / Math.max(1, cpu);
         const pg = cpuOfAll('postgres') - pg0;
         const nodeUsage = process.cpuUsage(node0);
         const nodeMs = (nodeUsage.user + nodeUsage.system) / 1000;
         // Transactions committed meanwhile (claims, records, the driver's polls): the drain's statement count, roughly.
         const statements = (await xacts()) - x0;
-        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000, ${statements} transactions; PostgreSQL ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000`);
+        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000 (${Math.round(sysShare * 100)}% in the kernel), ${statements} transactions; PostgreSQL ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000`);
         await stack.sql`truncate net._http_response`.catch(() => {});
       }
     }
