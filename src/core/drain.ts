@@ -31,6 +31,12 @@ export interface DrainExtras {
    * next cron. Default true.
    */
   waitForDue?: boolean;
+  /**
+   * Once the queue is empty, stay this long after the last work (within the budget) so that a
+   * poke finds this drain running: its connection and prepared statements are warm, where a new
+   * drain would first connect and read settings. Default 0 (stop at once).
+   */
+  lingerMs?: number;
 }
 
 /** Flush when this many outcomes are buffered… */
@@ -105,6 +111,9 @@ export class Drain {
   private readonly retries: number;
   private readonly retryBaseMs: number;
   private readonly waitForDue: boolean;
+  private readonly lingerMs: number;
+  /** Last time rows were claimed or a request finished (linger counts from here). */
+  private lastActiveAt = 0;
 
   private started = 0;
   private startedIso = '';
@@ -171,6 +180,7 @@ export class Drain {
     this.retries = extras.retries ?? 4;
     this.retryBaseMs = extras.retryBaseMs ?? 200;
     this.waitForDue = extras.waitForDue ?? true;
+    this.lingerMs = Math.max(0, extras.lingerMs ?? 0);
   }
 
   /** Runs the drain once; calling again returns the same result. */
@@ -263,6 +273,7 @@ export class Drain {
         (rows) => {
           this.claimFailures = 0;
           this.claimed += rows.length;
+          if (rows.length > 0) this.lastActiveAt = Date.now();
           // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
           if (rows.length > 0) this.dueChecked = false;
           const claimedAt = Date.now();
@@ -368,7 +379,8 @@ export class Drain {
       this.inFlight--;
       this.startedAt.delete(request.id);
       this.completed++;
-      if (this.firstDoneAt === 0) this.firstDoneAt = Date.now();
+      this.lastActiveAt = Date.now();
+      if (this.firstDoneAt === 0) this.firstDoneAt = this.lastActiveAt;
       if (outcome.error_msg !== null) this.errors++;
       if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
       const size = outcomeSize(outcome);
@@ -511,6 +523,11 @@ export class Drain {
       });
   }
 
+  /** Idle after the queue emptied, but within lingerMs of the last work and within the budget. */
+  private lingering(now: number): boolean {
+    return this.lingerMs > 0 && now - this.lastActiveAt < this.lingerMs && this.withinBudget(now) && now - this.started < this.opts.budgetMs;
+  }
+
   private nextTimer(now: number): number | null {
     let next = this.nextSlowAt(now);
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
@@ -522,7 +539,7 @@ export class Drain {
     if (next === Infinity) {
       // Something in flight will signal; the short tick is how a poke is noticed while only slow
       // requests are in flight (pokes don't wake the loop, see poke()).
-      return this.inFlight > 0 || this.ready.length > 0 || this.claimInFlight || this.recordInFlight || this.dueCheckInFlight
+      return this.inFlight > 0 || this.ready.length > 0 || this.claimInFlight || this.recordInFlight || this.dueCheckInFlight || this.lingering(now)
         ? POKE_TICK_MS
         : 0;
     }
@@ -531,6 +548,7 @@ export class Drain {
 
   private async loop(): Promise<DrainStats> {
     this.started = Date.now();
+    this.lastActiveAt = this.started;
     this.startedIso = new Date(this.started).toISOString();
     for (;;) {
       this.dirty = false;
@@ -556,7 +574,7 @@ export class Drain {
           this.startDueCheck(Date.now());
           continue;
         }
-        if (!(this.nextDueAt > 0 && this.withinBudget(Date.now()))) break;
+        if (!(this.nextDueAt > 0 && this.withinBudget(Date.now())) && !this.lingering(Date.now())) break;
       }
       await this.sleep(this.nextTimer(Date.now()));
     }

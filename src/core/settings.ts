@@ -12,6 +12,7 @@ export interface SettingVars {
   DRAIN_BUDGET_MS?: string | undefined;
   USER_AGENT?: string | undefined;
   FLUSH_MS?: string | undefined;
+  LINGER_MS?: string | undefined;
 }
 
 /** What net._config() returns (unknown until checked: it comes from the database). */
@@ -31,6 +32,8 @@ export interface Settings {
   drainBudgetMs: number | null;
   userAgent: string;
   flushMs: number;
+  /** How long a drain stays after the queue empties, for the next nudge to poke (0: stop at once). */
+  lingerMs: number;
 }
 
 export const DEFAULTS = {
@@ -41,6 +44,7 @@ export const DEFAULTS = {
   leaseMarginMs: 30_000,
   userAgent: 'pg-net-edge/0.1',
   flushMs: 5,
+  lingerMs: 1000,
 } as const;
 
 export class SettingsError extends Error {
@@ -98,6 +102,7 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
     drainBudgetMs: given(vars.DRAIN_BUDGET_MS) ? integer('DRAIN_BUDGET_MS', vars.DRAIN_BUDGET_MS, 1, 900_000) : null,
     userAgent: given(vars.USER_AGENT) ? vars.USER_AGENT.trim() : DEFAULTS.userAgent,
     flushMs: given(vars.FLUSH_MS) ? integer('FLUSH_MS', vars.FLUSH_MS, 0, 60_000) : DEFAULTS.flushMs,
+    lingerMs: given(vars.LINGER_MS) ? integer('LINGER_MS', vars.LINGER_MS, 0, 60_000) : DEFAULTS.lingerMs,
   };
 }
 

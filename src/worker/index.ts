@@ -124,7 +124,9 @@ async function runDrain(env: Env, trigger: 'cron' | 'nudge', run: DrainRun): Pro
         ? Math.min(settings.drainBudgetMs ?? CRON_BUDGET_MS, CRON_HARD_LIMIT_MS - 60_000)
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
     const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
-    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs));
+    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs), {
+      lingerMs: settings.lingerMs,
+    });
     run.drain = drain;
     const stats = await drain.run();
     log({

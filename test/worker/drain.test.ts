@@ -108,6 +108,34 @@ describe('drain end to end', () => {
     expect(stats.duration_ms).toBeLessThan(4000);
   });
 
+  it('a lingering drain stays after the queue empties, and a poke then makes it send what was queued since', async () => {
+    const first = await queue(db.sql`select net.http_get(${`${target}/echo/linger-1`})::text as id`);
+    const lingering = new Drain(db.sql, fetch, options(), { lingerMs: 1500 });
+    let finished = false;
+    const running = lingering.run().then((stats) => {
+      finished = true;
+      return stats;
+    });
+    await until('the first response', async () => (await response(first)) !== undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(finished).toBe(false); // still lingering, though the queue is empty
+    const second = await queue(db.sql`select net.http_get(${`${target}/echo/linger-2`})::text as id`);
+    expect(lingering.poke()).toBe(true);
+    await until('the second response', async () => (await response(second)) !== undefined);
+    expect(finished).toBe(false);
+    const stats = await running;
+    expect(stats).toMatchObject({ claimed: 2, recorded: 2, errors: 0, stopped: 'empty' });
+    expect((await response(second))?.status_code).toBe(200);
+  });
+
+  it('without a poke a lingering drain stops about lingerMs after its last work', async () => {
+    await queue(db.sql`select net.http_get(${`${target}/echo/linger-alone`})::text as id`);
+    const stats = await new Drain(db.sql, fetch, options(), { lingerMs: 300 }).run();
+    expect(stats).toMatchObject({ claimed: 1, recorded: 1, stopped: 'empty' });
+    expect(stats.duration_ms).toBeGreaterThanOrEqual(300);
+    expect(stats.duration_ms).toBeLessThan(5000);
+  });
+
   it('a slow request does not delay recording the fast ones', async () => {
     const slow = await queue(db.sql`select net.http_get(${`${target}/delay/3000`}, timeout_milliseconds => 10000)::text as id`);
     const fast: string[] = [];

@@ -14,6 +14,7 @@ describe('parseSettings', () => {
       drainBudgetMs: null,
       userAgent: 'pg-net-edge/0.1',
       flushMs: 5,
+      lingerMs: 1000,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -31,6 +32,7 @@ describe('parseSettings', () => {
         DRAIN_BUDGET_MS: '10000',
         USER_AGENT: 'custom/1',
         FLUSH_MS: '0',
+        LINGER_MS: '0',
       },
     );
     expect(s).toEqual({
@@ -42,6 +44,7 @@ describe('parseSettings', () => {
       drainBudgetMs: 10_000,
       userAgent: 'custom/1',
       flushMs: 0,
+      lingerMs: 0,
     });
   });
 
@@ -70,6 +73,8 @@ describe('parseSettings', () => {
     ['LEASE_MARGIN_MS', 'soon'],
     ['DRAIN_BUDGET_MS', '0'],
     ['FLUSH_MS', '5ms'],
+    ['LINGER_MS', '-5'],
+    ['LINGER_MS', '61000'],
     ['TTL', "1 hour'; drop table x; --"],
     ['TTL', 'forever'],
   ])('%s=%j is rejected with an error naming the variable', (name, value) => {
