@@ -25,6 +25,7 @@ measures ceiling, throughput, latency, head of line and memory, prints a table a
 interface Plan {
   ns: number[];
   latencyCount: number;
+  coldCount: number;
   trickleSeconds: number;
   pairs: number;
   holSlow: number;
@@ -59,6 +60,7 @@ function plan(): { plan: Plan; out: string } {
     plan: {
       ns,
       latencyCount: quick ? 20 : 50,
+      coldCount: quick ? 5 : 15,
       trickleSeconds: quick ? 4 : 15,
       pairs: quick ? 50 : 150,
       holSlow: 50,
@@ -312,17 +314,18 @@ async function oneRequest(
   return { id, sentAt, visibleAt };
 }
 
-async function latencyIdle(stack: Stack, count: number, writer: postgres.Sql, poller: postgres.Sql): Promise<LatencyResult> {
-  const prefix = `/hits/lat-${runId}-`;
-  progress(`latency (idle): ${count} single requests, one at a time, 200 ms apart`);
+async function latencyIdle(stack: Stack, count: number, writer: postgres.Sql, poller: postgres.Sql, gapMs = 200): Promise<LatencyResult> {
+  const prefix = `/hits/lat-${gapMs}-${runId}-`;
+  progress(`latency (idle): ${count} single requests, one at a time, ${gapMs} ms apart`);
   const sent: { path: string; sentAt: number; visibleAt: number }[] = [];
   for (let k = 0; k < count; k++) {
     const path = `${prefix}${k}`;
     const r = await oneRequest(stack, writer, poller, path);
     sent.push({ path, sentAt: r.sentAt, visibleAt: r.visibleAt });
     if ((k + 1) % 10 === 0) progress(`  ${k + 1}/${count}`);
-    // Let the drain find the queue empty and stop: each request meets an idle system.
-    await sleep(200);
+    // Each request meets an empty queue: within LINGER_MS the last drain is still there (warm),
+    // after it a new drain starts (cold: its own connection and settings first).
+    await sleep(gapMs);
   }
   const arrivals = await arrivalsFor(stack, prefix);
   return {
@@ -544,12 +547,17 @@ async function main(): Promise<number> {
     // 3. Latency, idle then under a trickle; dedicated connections so polling never queues the writes.
     const idle = await latencyIdle(stack, p.latencyCount, writer, poller);
     await settle(stack);
+    const lingerMs = stack.lingerMs;
+    const coldGapMs = lingerMs + 500;
+    const cold = await latencyIdle(stack, p.coldCount, writer, poller, coldGapMs);
+    await settle(stack);
     const trickle = await latencyTrickle(stack, p.trickleSeconds, writer, poller);
     await settle(stack);
     const pairs = await latencyPairs(stack, p.pairs, writer, poller);
     await settle(stack);
     for (const [label, result] of [
-      ['idle', idle],
+      [`idle, 200 ms apart (the last drain still lingering, LINGER_MS=${lingerMs})`, idle],
+      [`idle, ${coldGapMs} ms apart (a new drain each time)`, cold],
       ['trickle 1/100 ms', trickle],
       ['nudge during a running drain', pairs],
     ] as const) {

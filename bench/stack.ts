@@ -13,6 +13,7 @@ import { startEmbedded, type EmbeddedDatabase } from '../src/node/embedded.ts';
 import { install, redact } from '../src/node/install.ts';
 import { startRelay, type Relay } from '../src/node/relay.ts';
 import { startTarget, type Target } from '../test/support/target.ts';
+import { DEFAULTS } from '../src/core/settings.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const DRAIN_CRON = '* * * * *';
@@ -38,6 +39,8 @@ export interface Stack {
   workerUrl: string;
   workerdPid: number | null;
   concurrency: number;
+  /** The Worker's LINGER_MS (how long a drain stays after the queue empties). */
+  lingerMs: number;
   maxResponseBytes: number;
   relay: Relay;
   drainLogs: DrainLog[];
@@ -234,6 +237,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await relay.ready;
 
     const concurrency = Number(vars.CONCURRENCY ?? '32');
+    const lingerMs = vars.LINGER_MS ? Number(vars.LINGER_MS) : DEFAULTS.lingerMs;
     const maxResponseBytes = Number(vars.MAX_RESPONSE_BYTES ?? String(2_097_152));
     return {
       databaseLabel,
@@ -243,6 +247,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       workerUrl,
       workerdPid,
       concurrency,
+      lingerMs,
       maxResponseBytes,
       relay,
       drainLogs,
