@@ -197,6 +197,11 @@ export class Drain {
   poke(): boolean {
     if (this.closed || this.databaseDown) return false;
     if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
+    // Past half its claim window a drain would leave the new rows with longer timeouts unclaimed
+    // (they must fit before its hard limit): a new drain takes this nudge instead. Lingering
+    // drains (LINGER_MS) make old drains common enough for this to matter.
+    const window = this.opts.hardLimitMs - this.slackMs;
+    if (this.running && window - (Date.now() - this.started) < window / 2) return false;
     this.pokes++;
     this.empty = 'no';
     // Flags only, no wake-up: poke() runs in another request's context, and in workerd a drain

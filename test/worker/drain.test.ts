@@ -128,6 +128,18 @@ describe('drain end to end', () => {
     expect((await response(second))?.status_code).toBe(200);
   });
 
+  it('past half its claim window a drain refuses pokes, so a new drain takes long-timeout requests', async () => {
+    await queue(db.sql`select net.http_get(${`${target}/echo/half-window`})::text as id`);
+    // Claim window: hard limit 4 s − 1 s kept for recording = 3 s; pokes accepted for 1.5 s.
+    const old = new Drain(db.sql, fetch, options({ hardLimitMs: 4000, budgetMs: 3500 }), { lingerMs: 3000, recordSlackMs: 1000 });
+    const running = old.run();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(old.poke()).toBe(true);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(old.poke()).toBe(false);
+    await running;
+  });
+
   it('without a poke a lingering drain stops about lingerMs after its last work', async () => {
     await queue(db.sql`select net.http_get(${`${target}/echo/linger-alone`})::text as id`);
     const stats = await new Drain(db.sql, fetch, options(), { lingerMs: 300 }).run();
