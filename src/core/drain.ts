@@ -530,7 +530,7 @@ export class Drain {
 
   /** Idle after the queue emptied, but within lingerMs of the last work and within the budget. */
   private lingering(now: number): boolean {
-    return this.lingerMs > 0 && now - this.lastActiveAt < this.lingerMs && this.withinBudget(now) && now - this.started < this.opts.budgetMs;
+    return this.lingerMs > 0 && now - this.lastActiveAt < this.lingerMs && this.withinBudget(now);
   }
 
   private nextTimer(now: number): number | null {
