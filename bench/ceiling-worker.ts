@@ -2,14 +2,55 @@
 // No database, no claim, no record: the most any Worker-based drain could do on this machine.
 // GET /run?target=<base>&prefix=<path prefix>&n=<count>&concurrency=<lanes>
 //   → {n, concurrency, elapsed_ms, errors, first_error}
+// GET /in-memory?… (same parameters): the real Drain and execute against an in-memory queue, for
+// bench/profile.ts --in-memory — what the drain costs apart from its database.
+import type postgres from 'postgres';
+import { Drain } from '../src/core/drain.ts';
+
+/** Just enough of postgres.js's tagged template for the drain's claim, record and due check. */
+function inMemoryQueue(target: string, prefix: string, n: number): postgres.Sql {
+  let next = 0;
+  const query = (strings: TemplateStringsArray, ...values: unknown[]): Promise<unknown[]> => {
+    const text = strings.join('$');
+    if (text.includes('net._claim(')) {
+      const rows = [];
+      for (const want = Number(values[1]); rows.length < want && next < n; next++) {
+        rows.push({ id: String(next + 1), method: 'GET', url: `${target}${prefix}${next}`, headers: {}, body: null, timeout_milliseconds: 2000, attempts: 0 });
+      }
+      return Promise.resolve(rows);
+    }
+    // net._record: JSON.stringify has already run in record(), as for the database.
+    if (text.includes('net._record(')) return Promise.resolve([{ n: 0 }]);
+    return Promise.resolve([{ ms: null }]);
+  };
+  return query as unknown as postgres.Sql;
+}
+
+async function inMemory(target: string, prefix: string, n: number, concurrency: number): Promise<Response> {
+  const started = Date.now();
+  const drain = new Drain(inMemoryQueue(target, prefix, n), (input, init) => fetch(input, init), {
+    concurrency,
+    batchSize: 200,
+    budgetMs: 600_000,
+    hardLimitMs: 900_000,
+    leaseMarginMs: 30_000,
+    flushMs: 5,
+    maxResponseBytes: 2 * 1024 * 1024,
+    userAgent: 'pg-net-edge',
+  }, { heartbeat: false });
+  const stats = await drain.run();
+  return Response.json({ n, concurrency, elapsed_ms: Date.now() - started, errors: stats.errors, first_error: stats.last_error ?? null });
+}
+
 export default {
   async fetch(request: Request): Promise<Response> {
     const url = new URL(request.url);
-    if (url.pathname !== '/run') return new Response('not found', { status: 404 });
     const target = url.searchParams.get('target') ?? '';
     const prefix = url.searchParams.get('prefix') ?? '/hits/ceiling-';
     const n = Number(url.searchParams.get('n') ?? '0');
     const concurrency = Number(url.searchParams.get('concurrency') ?? '32');
+    if (url.pathname === '/in-memory') return inMemory(target, prefix, n, concurrency);
+    if (url.pathname !== '/run') return new Response('not found', { status: 404 });
     let next = 0;
     let errors = 0;
     let firstError: string | null = null;
