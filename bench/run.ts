@@ -244,14 +244,14 @@ interface ThroughputResult {
   baselineKb: number;
 }
 
-async function throughput(stack: Stack, n: number): Promise<ThroughputResult> {
-  const prefix = `/hits/tp-${runId}-${n}-`;
+async function throughput(stack: Stack, n: number, round: number): Promise<ThroughputResult> {
+  const prefix = `/hits/tp-${runId}-${n}-${round}-`;
   const urls = Array.from({ length: n }, (_, i) => `${stack.target.url}${prefix}${i}`);
   const baselineKb = stack.workerdPid === null ? 0 : rssKb(stack.workerdPid);
   const sampler = new Sampler(stack.workerdPid);
   sampler.start();
   const phaseStart = Date.now();
-  progress(`throughput N=${n}: enqueueing ${n} requests in one transaction`);
+  progress(`throughput N=${n} (round ${round}): enqueueing ${n} requests in one transaction`);
   const { ids, committedAt } = await enqueue(stack.sql, urls);
   progress(`  committed in ${committedAt - phaseStart} ms; waiting for every response row`);
   const { done } = await waitRecorded(stack, ids[0]!, ids[ids.length - 1]!, n, `N=${n}`, Math.max(120_000, n * 20));
@@ -509,17 +509,32 @@ async function main(): Promise<number> {
 
     await warmUp(stack);
 
-    // 1 + 2 + 5: ceiling, throughput and memory for each N. The ceiling runs right before and
-    // right after the drain; the better of the two is the ceiling (the ratio is then conservative).
+    // 1 + 2 + 5: ceiling, throughput and memory for each N. Ceiling and drain alternate, twice
+    // each, and the better run of each is compared: back-to-back runs of the same thing differ by
+    // up to 15% on a shared VM, and a best-of-two ceiling against a single drain run read low.
+    // Errors, duplicates and memory are taken from both drain runs (the worse counts).
     const memoryRows: { n: number; deltaMiB: number; peakMiB: number; hwmMiB: number; fds: number }[] = [];
     for (const n of p.ns) {
       const before = await ceilingRate(stack, n, 1);
-      const tp = await throughput(stack, n);
+      const tp1 = await throughput(stack, n, 1);
       const after = await ceilingRate(stack, n, 2);
+      const tp2 = await throughput(stack, n, 2);
       const ceiling = Math.max(before.rate, after.rate);
+      const tpBest = tp1.rate >= tp2.rate ? tp1 : tp2;
+      // Memory from the run that rose most over its own idle baseline.
+      const tpMem = tp1.memory.peakRssKb - tp1.baselineKb >= tp2.memory.peakRssKb - tp2.baselineKb ? tp1 : tp2;
+      const tp = {
+        ...tpBest,
+        errors: Math.max(tp1.errors, tp2.errors),
+        duplicates: Math.max(tp1.duplicates, tp2.duplicates),
+        missing: Math.max(tp1.missing, tp2.missing),
+        memory: { ...tpBest.memory, peakRssKb: tpMem.memory.peakRssKb, hwmKb: tpMem.memory.hwmKb, peakFds: Math.max(tp1.memory.peakFds, tp2.memory.peakFds) },
+        baselineKb: tpMem.baselineKb,
+      };
+      progress(`N=${n}: workerd RSS rise over idle per run: +${fmt(mib(tp1.memory.peakRssKb - tp1.baselineKb), 1)}, +${fmt(mib(tp2.memory.peakRssKb - tp2.baselineKb), 1)} MiB`);
       const ratio = tp.rate / ceiling;
       row(`ceiling, N=${n} (bare workerd fetch loop, concurrency ${stack.concurrency})`, `${fmt(ceiling)} req/s (runs: ${fmt(before.rate)}, ${fmt(after.rate)})`);
-      row(`throughput, N=${n} (commit → last response row)`, `${fmt(tp.rate)} req/s (${tp.elapsedMs} ms)`);
+      row(`throughput, N=${n} (commit → last response row)`, `${fmt(tp.rate)} req/s (${tp.elapsedMs} ms; runs: ${fmt(tp1.rate)}, ${fmt(tp2.rate)})`);
       row(`drain/ceiling, N=${n}`, `${fmt(ratio * 100, 1)}%`, '≥ 80%', ratio >= 0.8);
       row(
         `errors / duplicates / never arrived, N=${n}`,
