@@ -37,6 +37,8 @@ export interface DrainExtras {
    * drain would first connect and read settings. Default 0 (stop at once).
    */
   lingerMs?: number;
+  /** Response bytes held for recording (buffered or being written) above which no request starts. Default BUFFER_LIMIT_BYTES. */
+  bufferLimitBytes?: number;
 }
 
 /** Flush when this many outcomes are buffered… */
@@ -63,6 +65,12 @@ const MIN_AHEAD_WAIT_MS = 1000;
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
+/**
+ * Start no request while this many response bytes wait to be recorded or are being written. A
+ * database slower than the targets (large bodies, a distant database) would otherwise let
+ * finished responses pile up with the queue's length, past the isolate's 128 MB.
+ */
+const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
 /** Claim this long after a request's not_before, so the database's clock has surely passed it. */
 const DUE_SLACK_MS = 25;
 
@@ -134,6 +142,9 @@ export class Drain {
   /** outcomeSize of each buffered outcome, computed once (Object.entries per outcome adds up). */
   private bufferSizes: number[] = [];
   private bufferBytes = 0;
+  /** outcomeSize total of the chunk the record in flight is writing (still in memory). */
+  private recordingBytes = 0;
+  private readonly bufferLimitBytes: number;
   private oldestBufferedAt = 0;
 
   private empty: EmptyState = 'no';
@@ -181,6 +192,7 @@ export class Drain {
     this.retryBaseMs = extras.retryBaseMs ?? 200;
     this.waitForDue = extras.waitForDue ?? true;
     this.lingerMs = Math.max(0, extras.lingerMs ?? 0);
+    this.bufferLimitBytes = extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
   }
 
   /** Runs the drain once; calling again returns the same result. */
@@ -352,6 +364,8 @@ export class Drain {
 
   /** Requests that may start now: `concurrency` minus those in flight, slow ones not counted (capped). */
   private freeSlots(now: number): number {
+    // Recording lags behind: wait for it (each record that ends signals the loop, which fills).
+    if (this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes) return 0;
     const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
     if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
     // startedAt is in start order (a Map keeps insertion order): the slow ones come first, so
@@ -421,7 +435,7 @@ export class Drain {
     return this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight;
   }
 
-  private takeChunk(): Outcome[] {
+  private takeChunk(): { chunk: Outcome[]; bytes: number } {
     let count = 0;
     let bytes = 0;
     while (count < this.buffer.length && count < RECORD_MAX_COUNT) {
@@ -434,12 +448,13 @@ export class Drain {
     this.bufferSizes.splice(0, count);
     this.bufferBytes -= bytes;
     if (this.buffer.length > 0) this.oldestBufferedAt = Date.now();
-    return chunk;
+    return { chunk, bytes };
   }
 
   private startRecord(): void {
-    const chunk = this.takeChunk();
+    const { chunk, bytes } = this.takeChunk();
     this.recordInFlight = true;
+    this.recordingBytes = bytes;
     this.recordChunk(chunk)
       .catch((error: unknown) => {
         this.recordFailures++;
@@ -464,6 +479,7 @@ export class Drain {
       })
       .finally(() => {
         this.recordInFlight = false;
+        this.recordingBytes = 0;
         this.signal();
       });
   }

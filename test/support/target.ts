@@ -192,6 +192,7 @@ export async function startTarget(): Promise<Target> {
 
     const bytes = /^\/bytes\/(\d+)$/.exec(path);
     if (bytes) {
+      record(path);
       const total = Number(bytes[1]);
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': total });
       const chunk = Buffer.alloc(Math.min(CHUNK, Math.max(total, 1)), 'x');

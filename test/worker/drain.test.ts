@@ -168,6 +168,43 @@ describe('drain end to end', () => {
     expect((await response(slow))?.content).toBe('delayed 3000');
   });
 
+  it('while recording lags, finished responses held in memory stay under the byte limit: no request starts', async () => {
+    // 40 bodies of ~100 KB; the response table is locked, so every record waits. Without the
+    // limit all 40 would be fetched and held; with 1 MB, about 10 (plus the 4 in flight).
+    const size = 100_003;
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await queue(db.sql`select net.http_get(${`${target}/bytes/${size}`})::text as id`));
+    const before = (await hits(`/bytes/${size}`))[`/bytes/${size}`] ?? 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const lockTaken = new Promise<void>((r) => (locked = r));
+    const holding = db.sql.begin(async (tx) => {
+      await tx`lock table net._http_response in exclusive mode`;
+      locked();
+      await released;
+    });
+    await lockTaken;
+    const sql = connectDatabase(db.url);
+    const running = new Drain(sql, fetch, options({ concurrency: 4 }), { bufferLimitBytes: 1_000_000 }).run();
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const fetched = ((await hits(`/bytes/${size}`))[`/bytes/${size}`] ?? 0) - before;
+      expect(fetched).toBeGreaterThanOrEqual(10);
+      expect(fetched).toBeLessThanOrEqual(16);
+    } finally {
+      release();
+      await holding;
+    }
+    const stats = await running;
+    expect(stats).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
+    const [row] = await db.sql<{ n: number; ok: number }[]>`
+      select count(*)::int as n, count(*) filter (where status_code = 200 and length(content) = ${size})::int as ok
+      from net._http_response where id = any(string_to_array(${ids.join(',')}, ',')::bigint[])`;
+    expect(row).toEqual({ n: 40, ok: 40 });
+    expect(((await hits(`/bytes/${size}`))[`/bytes/${size}`] ?? 0) - before).toBe(40);
+  });
+
   it('rows leased by a dead drain are drained after the lease expires, with exactly one response each', async () => {
     const prefix = uniquePrefix('lease');
     const ids: string[] = [];
