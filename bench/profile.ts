@@ -139,16 +139,18 @@ if (timeOnly) {
   process.exit(0);
 }
 try {
-  const cdp = await connect(ceiling ? 'ceiling' : 'pg-net-edge');
+  // --in-memory without --time profiles the in-memory drain (it runs in the ceiling Worker).
+  const inCeilingWorker = ceiling || inMemory;
+  const cdp = await connect(inCeilingWorker ? 'ceiling' : 'pg-net-edge');
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
   const prefix = `/hits/prof-${Date.now()}-`;
   // Warm up once so compilation isn't in the profile.
-  if (ceiling) await stack.ceiling(2000, `${prefix}w`);
+  if (inCeilingWorker) await stack.ceiling(2000, `${prefix}w`, inMemory);
   await cdp.send('Profiler.start');
   const t0 = Date.now();
-  if (ceiling) {
-    await stack.ceiling(n, prefix);
+  if (inCeilingWorker) {
+    await stack.ceiling(n, prefix, inMemory);
   } else {
     await drainOnce(stack, prefix);
   }
@@ -170,7 +172,7 @@ try {
     byFn.set(key, (byFn.get(key) ?? 0) + t);
     if (f.functionName !== '(idle)' && f.functionName !== '(program)') total += t;
   }
-  console.log(`N=${n} ${ceiling ? 'ceiling' : 'drain'}: ${elapsed} ms, ${Math.round(n / (elapsed / 1000))} req/s; sampled non-idle ${Math.round(total / 1000)} ms`);
+  console.log(`N=${n} ${inMemory ? 'in-memory drain' : ceiling ? 'ceiling' : 'drain'}: ${elapsed} ms, ${Math.round(n / (elapsed / 1000))} req/s; sampled non-idle ${Math.round(total / 1000)} ms`);
   // Native frames (no url) charged to their nearest caller in the bundle, to see who pays for them.
   const parent = new Map<number, number>();
   for (const node of profile.nodes) for (const c of node.children ?? []) parent.set(c, node.id);
