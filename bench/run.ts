@@ -525,14 +525,13 @@ async function main(): Promise<number> {
       // whatever the garbage collector left of the first and of the ceiling run between, and its
       // rise over that baseline swings (N=20,000: +37-41 MiB first, +103-159 MiB second, with the
       // drain of before and after the claim-size change alike). Both are printed.
-      const tpMem = tp1;
       const tp = {
         ...tpBest,
         errors: Math.max(tp1.errors, tp2.errors),
         duplicates: Math.max(tp1.duplicates, tp2.duplicates),
         missing: Math.max(tp1.missing, tp2.missing),
-        memory: { ...tpBest.memory, peakRssKb: tpMem.memory.peakRssKb, hwmKb: tpMem.memory.hwmKb, peakFds: Math.max(tp1.memory.peakFds, tp2.memory.peakFds) },
-        baselineKb: tpMem.baselineKb,
+        memory: { ...tpBest.memory, peakRssKb: tp1.memory.peakRssKb, hwmKb: tp1.memory.hwmKb, peakFds: Math.max(tp1.memory.peakFds, tp2.memory.peakFds) },
+        baselineKb: tp1.baselineKb,
       };
       progress(
         `N=${n}: workerd RSS rise over idle / peak per run: +${fmt(mib(tp1.memory.peakRssKb - tp1.baselineKb), 1)} / ${fmt(mib(tp1.memory.peakRssKb), 1)} MiB, ` +
