@@ -195,7 +195,8 @@ export async function startTarget(): Promise<Target> {
       record(path);
       const total = Number(bytes[1]);
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': total });
-      const chunk = Buffer.alloc(Math.min(CHUNK, Math.max(total, 1)), 'x');
+      // ?nul=1: NUL bytes instead of "x", a body that must be stored as bytes (content_bytes).
+      const chunk = Buffer.alloc(Math.min(CHUNK, Math.max(total, 1)), url.searchParams.get('nul') ? 0 : 'x');
       let sent = 0;
       // Stream with backpressure so a large body never sits in memory at once.
       const pump = () => {

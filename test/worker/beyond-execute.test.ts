@@ -162,6 +162,24 @@ describe('exact responses', () => {
     expect(new TextDecoder().decode(n.content_bytes!)).toBe('before\u0000after');
   });
 
+  it('large bodies (sent to the database as their own parameter) are stored whole, text and bytes, beside small ones', async () => {
+    const size = 300_001;
+    const text = await queue(db.sql`select net.http_get(${`${target}/bytes/${size}`})::text as id`);
+    const bytes = await queue(db.sql`select net.http_get(${`${target}/bytes/${size}?nul=1`})::text as id`);
+    const small = await queue(db.sql`select net.http_get(${`${target}/nul`})::text as id`);
+    const stats = await drain(db.sql, fetch, options());
+    expect(stats).toMatchObject({ claimed: 3, recorded: 3, errors: 0 });
+    const t = await row(text);
+    expect(t).toMatchObject({ status_code: 200, content_bytes: null, error_msg: null, state: 'succeeded' });
+    expect(t.content).toBe('x'.repeat(size));
+    expect(t.headers?.['content-length']).toBe(String(size));
+    const b = await row(bytes);
+    expect(b.content).toBeNull();
+    expect(b.content_bytes!.length).toBe(size);
+    expect(b.content_bytes!.every((x) => x === 0)).toBe(true);
+    expect(new TextDecoder().decode((await row(small)).content_bytes!)).toBe('before\u0000after');
+  });
+
   it('a caller’s User-Agent replaces the default: exactly one User-Agent line is sent', async () => {
     const given = await queue(
       db.sql`select net.http_get(${`${target}/echo/ua`}, headers := '{"user-AGENT": "my-agent/2.0"}')::text as id`,
