@@ -207,7 +207,7 @@ export class Drain {
    * the caller should start a new drain instead.
    */
   poke(): boolean {
-    if (this.closed || this.databaseDown) return false;
+    if (this.closed || this.databaseDown || this.requestsLeft() <= 0) return false;
     if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
     // Past half its claim window a drain would leave the new rows with longer timeouts unclaimed
     // (they must fit before its hard limit): a new drain takes this nudge instead. Lingering
@@ -253,9 +253,14 @@ export class Drain {
     this.dirty = false;
   }
 
+  /** Rows this drain may still claim under opts.maxRequests (Infinity without a cap). */
+  private requestsLeft(): number {
+    return this.opts.maxRequests === undefined ? Infinity : this.opts.maxRequests - this.claimed;
+  }
+
   /** Could this drain still claim (ignoring a claim in flight or a pending retry)? */
   private claimPossible(now: number): boolean {
-    if (this.databaseDown) return false;
+    if (this.databaseDown || this.requestsLeft() <= 0) return false;
     const elapsed = now - this.started;
     if (elapsed >= this.opts.budgetMs) return false;
     if (this.opts.hardLimitMs - elapsed - this.slackMs <= 0) return false;
@@ -281,7 +286,7 @@ export class Drain {
 
   private startClaim(now: number): void {
     const elapsed = now - this.started;
-    const want = Math.min(this.room(now), this.opts.batchSize);
+    const want = Math.min(this.room(now), this.opts.batchSize, this.requestsLeft());
     const maxTimeoutMs = this.opts.hardLimitMs - elapsed - this.slackMs;
     const idleAtIssue = this.inFlight === 0 && this.ready.length === 0;
     const pokesAtIssue = this.pokes;
@@ -508,9 +513,9 @@ export class Drain {
     this.recordFailures = 0;
   }
 
-  /** Within the budget, ignoring whether the queue looked empty. */
+  /** Within the budget (time and requests), ignoring whether the queue looked empty. */
   private withinBudget(now: number): boolean {
-    if (this.databaseDown) return false;
+    if (this.databaseDown || this.requestsLeft() <= 0) return false;
     const elapsed = now - this.started;
     return elapsed < this.opts.budgetMs && this.opts.hardLimitMs - elapsed - this.slackMs > 0;
   }

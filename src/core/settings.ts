@@ -13,6 +13,7 @@ export interface SettingVars {
   USER_AGENT?: string | undefined;
   FLUSH_MS?: string | undefined;
   LINGER_MS?: string | undefined;
+  SUBREQUEST_LIMIT?: string | undefined;
 }
 
 /** What net._config() returns (unknown until checked: it comes from the database). */
@@ -34,6 +35,8 @@ export interface Settings {
   flushMs: number;
   /** How long a drain stays after the queue empties, for the next nudge to poke (0: stop at once). */
   lingerMs: number;
+  /** Requests one Worker drain (one invocation) sends at most: Cloudflare caps subrequests per invocation. */
+  subrequestLimit: number;
 }
 
 export const DEFAULTS = {
@@ -45,6 +48,9 @@ export const DEFAULTS = {
   userAgent: 'pg-net-edge/0.1',
   flushMs: 5,
   lingerMs: 1000,
+  // Workers Paid allows 10,000 subrequests per invocation (Free: 50); the rest is headroom for
+  // the database connections.
+  subrequestLimit: 9000,
 } as const;
 
 export class SettingsError extends Error {
@@ -103,6 +109,9 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
     userAgent: given(vars.USER_AGENT) ? vars.USER_AGENT.trim() : DEFAULTS.userAgent,
     flushMs: given(vars.FLUSH_MS) ? integer('FLUSH_MS', vars.FLUSH_MS, 0, 60_000) : DEFAULTS.flushMs,
     lingerMs: given(vars.LINGER_MS) ? integer('LINGER_MS', vars.LINGER_MS, 0, 60_000) : DEFAULTS.lingerMs,
+    subrequestLimit: given(vars.SUBREQUEST_LIMIT)
+      ? integer('SUBREQUEST_LIMIT', vars.SUBREQUEST_LIMIT, 1, 10_000_000)
+      : DEFAULTS.subrequestLimit,
   };
 }
 

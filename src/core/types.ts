@@ -64,6 +64,11 @@ export interface DrainOptions extends ExecuteOptions {
   leaseMarginMs: number;
   /** Longest a finished outcome waits before it is recorded. */
   flushMs: number;
+  /**
+   * Rows this drain claims (requests it sends) at most, then it stops claiming and leaves the
+   * rest to the next drain: a Worker invocation may make only so many subrequests. Unset: no cap.
+   */
+  maxRequests?: number;
 }
 
 export interface DrainStats {

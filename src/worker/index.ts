@@ -107,6 +107,7 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number)
     flushMs: settings.flushMs,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
+    maxRequests: settings.subrequestLimit,
   };
 }
 

@@ -268,6 +268,26 @@ describe('drain end to end', () => {
     expect(await hits(prefix)).toEqual({});
   });
 
+  it('sends at most maxRequests (a Worker invocation\'s subrequests), leaves the rest free, and refuses pokes then', async () => {
+    const prefix = uniquePrefix('subrequests');
+    for (let i = 0; i < 12; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
+    const capped = new Drain(db.sql, fetch, options({ maxRequests: 5 }), { lingerMs: 2000 });
+    const stats = await capped.run();
+    expect(stats).toMatchObject({ claimed: 5, recorded: 5, errors: 0, stopped: 'budget' });
+    // It stopped at once (no lingering) and can't take a nudge: a new drain must.
+    expect(stats.duration_ms).toBeLessThan(1500);
+    expect(capped.poke()).toBe(false);
+    const [free] = await db.sql<{ n: number }[]>`
+      select count(*)::int as n from net.http_request_queue where url like ${`${target}${prefix}/%`} and lease_owner is null`;
+    expect(free!.n).toBe(7);
+    expect(Object.keys(await hits(prefix)).length).toBe(5);
+    const rest = await drain(db.sql, fetch, options());
+    expect(rest).toMatchObject({ claimed: 7, recorded: 7, errors: 0 });
+    const h = await hits(prefix);
+    expect(Object.keys(h).length).toBe(12);
+    expect(Object.values(h).every((n) => n === 1)).toBe(true);
+  });
+
   it('never claims a request whose timeout cannot finish before the hard limit', async () => {
     const long = await queue(db.sql`select net.http_get(${`${target}/echo/long`}, timeout_milliseconds => 60000)::text as id`);
     const short = await queue(db.sql`select net.http_get(${`${target}/echo/short`}, timeout_milliseconds => 1000)::text as id`);

@@ -15,6 +15,7 @@ describe('parseSettings', () => {
       userAgent: 'pg-net-edge/0.1',
       flushMs: 5,
       lingerMs: 1000,
+      subrequestLimit: 9000,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -33,6 +34,7 @@ describe('parseSettings', () => {
         USER_AGENT: 'custom/1',
         FLUSH_MS: '0',
         LINGER_MS: '0',
+        SUBREQUEST_LIMIT: '45',
       },
     );
     expect(s).toEqual({
@@ -45,6 +47,7 @@ describe('parseSettings', () => {
       userAgent: 'custom/1',
       flushMs: 0,
       lingerMs: 0,
+      subrequestLimit: 45,
     });
   });
 
@@ -75,6 +78,8 @@ describe('parseSettings', () => {
     ['FLUSH_MS', '5ms'],
     ['LINGER_MS', '-5'],
     ['LINGER_MS', '61000'],
+    ['SUBREQUEST_LIMIT', '0'],
+    ['SUBREQUEST_LIMIT', 'lots'],
     ['TTL', "1 hour'; drop table x; --"],
     ['TTL', 'forever'],
   ])('%s=%j is rejected with an error naming the variable', (name, value) => {
