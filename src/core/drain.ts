@@ -253,6 +253,16 @@ export class Drain {
     this.dirty = false;
   }
 
+  /** Best effort: a failed wake only means the next cron takes the rest. */
+  private handOver(): void {
+    this.sql`select net.wake()`.then(
+      () => {},
+      (error: unknown) => {
+        this.lastError = `wake: ${messageOf(error)}`;
+      },
+    );
+  }
+
   /** Rows this drain may still claim under opts.maxRequests (Infinity without a cap). */
   private requestsLeft(): number {
     return this.opts.maxRequests === undefined ? Infinity : this.opts.maxRequests - this.claimed;
@@ -296,6 +306,9 @@ export class Drain {
         (rows) => {
           this.claimFailures = 0;
           this.claimed += rows.length;
+          // At its request cap with a full claim (more rows are likely waiting): wake a fresh drain
+          // now, through NOTIFY and the relay, rather than leave them to the next cron.
+          if (this.requestsLeft() <= 0 && rows.length === want && want > 0) this.handOver();
           if (rows.length > 0) this.lastActiveAt = Date.now();
           // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
           if (rows.length > 0) this.dueChecked = false;
