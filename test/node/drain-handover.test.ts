@@ -4,24 +4,12 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { drain } from '../../src/core/drain.ts';
-import type { DrainOptions } from '../../src/core/types.ts';
+import { options } from '../support/drain-options.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 
 const target = inject('targetUrl');
 let db: TestDatabase;
 let listener: postgres.Sql;
-
-const options = (maxRequests: number): DrainOptions => ({
-  concurrency: 4,
-  batchSize: 200,
-  budgetMs: 20_000,
-  hardLimitMs: 60_000,
-  leaseMarginMs: 30_000,
-  flushMs: 5,
-  maxResponseBytes: 2_097_152,
-  userAgent: 'pg-net-edge-test/1',
-  maxRequests,
-});
 
 beforeAll(async () => {
   db = await freshDatabase();
@@ -45,14 +33,14 @@ describe('hand-over at the request cap', () => {
     let wakes = 0;
     const listening = await listener.listen('pg_net_edge_wake', () => wakes++);
     try {
-      const capped = await drain(db.sql, fetch, options(5), { heartbeat: false });
+      const capped = await drain(db.sql, fetch, options({ concurrency: 4, maxRequests: 5 }), { heartbeat: false });
       expect(capped).toMatchObject({ claimed: 5, recorded: 5, stopped: 'budget' });
       const deadline = Date.now() + 5000;
       while (wakes === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       expect(wakes).toBe(1);
 
       wakes = 0;
-      const rest = await drain(db.sql, fetch, options(100), { heartbeat: false });
+      const rest = await drain(db.sql, fetch, options({ concurrency: 4, maxRequests: 100 }), { heartbeat: false });
       expect(rest).toMatchObject({ claimed: 7, recorded: 7, stopped: 'empty' });
       await new Promise((r) => setTimeout(r, 300));
       expect(wakes).toBe(0);

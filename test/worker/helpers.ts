@@ -1,23 +1,9 @@
 // Shared by the worker tests (not a test file): drain options, target hit counts, polling.
 import type postgres from 'postgres';
 import { inject } from 'vitest';
-import type { DrainOptions } from '../../src/core/types.ts';
+export { options } from '../support/drain-options.ts';
 
 export const target = inject('targetUrl');
-
-export function options(overrides: Partial<DrainOptions> = {}): DrainOptions {
-  return {
-    concurrency: 16,
-    batchSize: 200,
-    budgetMs: 20_000,
-    hardLimitMs: 60_000,
-    leaseMarginMs: 30_000,
-    flushMs: 5,
-    maxResponseBytes: 2_097_152,
-    userAgent: 'pg-net-edge-test/1',
-    ...overrides,
-  };
-}
 
 /** A path prefix no other test uses, so hit counts are this test's alone. */
 export function uniquePrefix(label: string): string {
