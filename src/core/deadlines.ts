@@ -3,8 +3,29 @@
 // drain's CPU in workerd. Here each request only adds and removes a map entry, and one timer is
 // armed for the earliest deadline. It fires at that deadline (the same precision as a timer of
 // its own); an entry removed before then makes it fire early, find nothing due and re-arm.
+//
+// Requests also share their AbortSignals (acquire/release): one AbortController per window of
+// GRAIN_MS in which deadlines fall, not one per request. A window's signal aborts at the window's
+// end, when every deadline in it has passed: at most GRAIN_MS late, never early.
+
+/** Width of a shared-signal window (ms): how late a timeout may fire at most. */
+export const GRAIN_MS = 5;
+
+/** A shared timeout signal, held by the requests whose deadlines fall in one window. */
+export interface TimeoutLease {
+  readonly signal: AbortSignal;
+}
+
+interface Window extends TimeoutLease {
+  readonly at: number;
+  readonly controller: AbortController;
+  holders: number;
+  cancel: () => void;
+}
+
 export class Deadlines {
   private readonly entries = new Map<number, { at: number; fire: () => void }>();
+  private readonly windows = new Map<number, Window>();
   private nextId = 1;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = Infinity;
@@ -22,6 +43,37 @@ export class Deadlines {
     };
   }
 
+  /**
+   * A signal that aborts with a TimeoutError no earlier than `ms` from now (and at most GRAIN_MS
+   * later). Release it when the request ends, aborted or not.
+   */
+  acquire(ms: number): TimeoutLease {
+    const at = Math.ceil((Date.now() + Math.max(0, ms)) / GRAIN_MS) * GRAIN_MS;
+    let window = this.windows.get(at);
+    if (window === undefined) {
+      const controller = new AbortController();
+      const created: Window = { at, controller, signal: controller.signal, holders: 0, cancel: () => {} };
+      created.cancel = this.schedule(at - Date.now(), () => {
+        this.windows.delete(at);
+        const reason = new Error('Timeout reached');
+        reason.name = 'TimeoutError';
+        controller.abort(reason);
+      });
+      this.windows.set(at, created);
+      window = created;
+    }
+    window.holders++;
+    return window;
+  }
+
+  /** The request holding `lease` has ended: its window's timer goes once nobody holds it. */
+  release(lease: TimeoutLease): void {
+    const window = lease as Window;
+    if (--window.holders > 0 || this.windows.get(window.at) !== window) return;
+    this.windows.delete(window.at);
+    window.cancel();
+  }
+
   /** Pending deadlines (for tests and stats). */
   get size(): number {
     return this.entries.size;
@@ -30,6 +82,7 @@ export class Deadlines {
   /** Cancels every pending deadline without firing it. */
   clear(): void {
     this.entries.clear();
+    this.windows.clear();
     this.disarm();
   }
 

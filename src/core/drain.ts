@@ -412,8 +412,8 @@ export class Drain {
     this.startedAt.set(request.id, Date.now());
     const done: Promise<Outcome> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid))
-      : execute(request, this.fetchFn, this.executeOptions).catch((error: unknown) => errorOutcome(request.id, `internal error: ${messageOf(error)}`));
-    void done.then((outcome) => {
+      : execute(request, this.fetchFn, this.executeOptions);
+    const finish = (outcome: Outcome): void => {
       this.inFlight--;
       this.startedAt.delete(request.id);
       this.completed++;
@@ -440,7 +440,9 @@ export class Drain {
       } else {
         this.dirty = true;
       }
-    });
+    };
+    // One reaction for both outcomes (execute never rejects; a rejection still becomes an error).
+    void done.then(finish, (error: unknown) => finish(errorOutcome(request.id, `internal error: ${messageOf(error)}`)));
   }
 
   private flushDue(now: number): boolean {

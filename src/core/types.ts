@@ -47,8 +47,11 @@ export interface ExecuteOptions {
   userAgent: string;
   /** Backoff for retryable outcomes (default: 1 s base, doubling; see retry.ts). */
   retry?: RetryPolicy;
-  /** Times requests out on one shared timer (the drain's); default a timer per request. */
-  deadlines?: { schedule(ms: number, fire: () => void): () => void };
+  /**
+   * Times requests out with shared signals on one timer (the drain's Deadlines); default an
+   * AbortController and a timer per request.
+   */
+  deadlines?: { acquire(ms: number): { signal: AbortSignal }; release(lease: { signal: AbortSignal }): void };
 }
 
 export interface DrainOptions extends ExecuteOptions {

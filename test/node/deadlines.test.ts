@@ -1,6 +1,6 @@
 // The drain's shared timeout timer (src/core/deadlines.ts): pure logic on real timers.
-import { describe, expect, it } from 'vitest';
-import { Deadlines } from '../../src/core/deadlines.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { Deadlines, GRAIN_MS } from '../../src/core/deadlines.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -83,5 +83,77 @@ describe('Deadlines', () => {
     for (let i = 0; i < 250; i++) cancels[i]!();
     await sleep(300);
     expect(fired).toBe(250);
+  });
+
+  describe('shared timeout signals (acquire/release)', () => {
+    it('requests with deadlines in the same window share one signal; other windows get their own', () => {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      try {
+        vi.setSystemTime(1_000_000); // a window boundary
+        const d = new Deadlines();
+        const a = d.acquire(1000);
+        vi.setSystemTime(1_000_000 + GRAIN_MS - 1); // same window for a 1000 ms timeout
+        const b = d.acquire(1001 - GRAIN_MS);
+        const c = d.acquire(1000); // its deadline falls in the next window
+        expect(b.signal).toBe(a.signal);
+        expect(c.signal).not.toBe(a.signal);
+        expect(d.size).toBe(2); // one timer entry per window, not per request
+        d.clear();
+      } finally {
+        vi.useRealTimers();
+      }
+    });
+
+    it('a held signal aborts with a TimeoutError no earlier than its deadline and at most a window late', async () => {
+      const d = new Deadlines();
+      const t0 = Date.now();
+      const lease = d.acquire(40);
+      const abortedAt = new Promise<number>((resolve) => lease.signal.addEventListener('abort', () => resolve(Date.now() - t0)));
+      const at = await abortedAt;
+      expect(at).toBeGreaterThanOrEqual(39);
+      // Late only by the window and by a loaded machine's timer delay.
+      expect(at).toBeLessThan(40 + GRAIN_MS + 250);
+      expect((lease.signal.reason as Error).name).toBe('TimeoutError');
+      expect(lease.signal.aborted).toBe(true);
+      d.release(lease); // after the abort: harmless
+      expect(d.size).toBe(0);
+    });
+
+    it('a window released by every holder never aborts and leaves no timer behind', async () => {
+      const d = new Deadlines();
+      const a = d.acquire(30);
+      const b = d.acquire(30);
+      d.release(a);
+      expect(d.size).toBe(1); // b still holds it
+      d.release(b);
+      expect(d.size).toBe(0);
+      await sleep(150);
+      expect(a.signal.aborted).toBe(false);
+      expect(b.signal.aborted).toBe(false);
+    });
+
+    it('a window still held by one request aborts for it even after the others released', async () => {
+      const d = new Deadlines();
+      const leases = Array.from({ length: 20 }, () => d.acquire(30));
+      const signals = new Set(leases.map((l) => l.signal));
+      for (const lease of leases.slice(0, 19)) d.release(lease);
+      await sleep(200);
+      const last = leases[19]!;
+      expect(last.signal.aborted).toBe(true);
+      // Every signal handed out was either aborted (still held) or released untouched.
+      for (const signal of signals) if (signal !== last.signal) expect(signal.aborted).toBe(false);
+    });
+
+    it('a new request after a window fired gets a fresh signal, not an aborted one', async () => {
+      const d = new Deadlines();
+      const first = d.acquire(10);
+      await sleep(100);
+      expect(first.signal.aborted).toBe(true);
+      const next = d.acquire(10);
+      expect(next.signal.aborted).toBe(false);
+      d.release(first);
+      d.release(next);
+      expect(d.size).toBe(0);
+    });
   });
 });
