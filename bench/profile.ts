@@ -98,9 +98,12 @@ async function drainOnce(stack: Awaited<ReturnType<typeof startStack>>, prefix: 
 const vars = process.env.VARS ? (JSON.parse(process.env.VARS) as Record<string, string>) : undefined;
 const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(vars ? { vars } : {}), ...(timeOnly ? {} : { inspectorPort: port }) });
 if (timeOnly) {
+  const seen = new Map<string, { rate: number[]; cpu: number[] }>();
   try {
     for (let round = 0; round < Number(process.env.ROUNDS ?? '3'); round++) {
-      for (const which of inMemory ? ['in-memory', 'ceiling'] : ceiling ? ['drain', 'ceiling'] : ['drain']) {
+      // WHICH=drain,in-memory,ceiling: any of the three, alternating in that order.
+      const kinds = process.env.WHICH?.split(',') ?? (inMemory ? ['in-memory', 'ceiling'] : ceiling ? ['drain', 'ceiling'] : ['drain']);
+      for (const which of kinds) {
         const xacts = async () =>
           Number((await stack.sql<{ x: string }[]>`select xact_commit::text as x from pg_stat_database where datname = current_database()`)[0]!.x);
         const x0 = await xacts();
@@ -129,9 +132,27 @@ if (timeOnly) {
         const nodeMs = (nodeUsage.user + nodeUsage.system) / 1000;
         // Transactions committed meanwhile (claims, records, the driver's polls): the drain's statement count, roughly.
         const statements = (await xacts()) - x0;
+        const kind = seen.get(which) ?? { rate: [], cpu: [] };
+        seen.set(which, kind);
+        kind.rate.push(n / (ms / 1000));
+        kind.cpu.push((cpu * 1000) / n);
         console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000 (${Math.round(sysShare * 100)}% in the kernel), ${statements} transactions; PostgreSQL (enqueue included) ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000`);
         await stack.sql`truncate net._http_response`.catch(() => {});
       }
+    }
+    // Medians and the best run of each kind: on a noisy machine the best is the least disturbed.
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    for (const [which, { rate, cpu }] of seen) {
+      console.log(`${which}: req/s median ${Math.round(median(rate))} best ${Math.round(Math.max(...rate))}; CPU per 1000 median ${Math.round(median(cpu))} best ${Math.round(Math.min(...cpu))}`);
+    }
+    // Each kind against the last one of the same round (neighbours in time share the machine's mood).
+    const kinds = [...seen.keys()];
+    const base = seen.get(kinds[kinds.length - 1]!)!;
+    for (const which of kinds.slice(0, -1)) {
+      const { rate, cpu } = seen.get(which)!;
+      const rateRatios = rate.map((r, i) => r / base.rate[i]!);
+      const cpuRatios = cpu.map((c, i) => c / base.cpu[i]!);
+      console.log(`${which} / ${kinds[kinds.length - 1]} per round: req/s ${rateRatios.map((x) => `${Math.round(x * 100)}%`).join(' ')} (median ${Math.round(median(rateRatios) * 100)}%); CPU ${cpuRatios.map((x) => x.toFixed(2)).join(' ')} (median ${median(cpuRatios).toFixed(2)})`);
     }
   } finally {
     await stack.stop();
@@ -157,6 +178,7 @@ try {
   const elapsed = Date.now() - t0;
   const { profile } = (await cdp.send('Profiler.stop')) as { profile: Profile };
   cdp.close();
+  if (process.env.PROFILE_OUT) (await import('node:fs')).writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile));
   const self = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
@@ -223,5 +245,6 @@ try {
   const top = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40));
   for (const [k, t] of top) console.log(`${(t / 1000).toFixed(1).padStart(8)} ms  ${k}`);
 } finally {
+  for (const l of stack.otherLines) if (l.includes('TIMERDBG')) console.log(l);
   await stack.stop();
 }

@@ -258,8 +258,9 @@ async function throughput(stack: Stack, n: number, round: number): Promise<Throu
   const memory = sampler.stop();
   const elapsedMs = Math.round(done.lastCreated - committedAt);
   const hits = duplicatesOf(await hitsFor(stack, prefix));
-  const drains = drainsSince(stack, phaseStart);
-  notes.push(`throughput N=${n}: ${describeDrains(drains)}`);
+  // A drain logs when it ends, after LINGER_MS: wait for that before describing the drains.
+  for (let waited = 0; waited < 3000 && !stack.drainLogs.some((d) => d.at >= done.lastCreated); waited += 100) await sleep(100);
+  notes.push(`throughput N=${n}: ${describeDrains(drainsSince(stack, phaseStart))}`);
   if (done.firstError) notes.push(`throughput N=${n}: first error: ${done.firstError}`);
   const result: ThroughputResult = {
     n,
