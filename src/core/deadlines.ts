@@ -18,9 +18,8 @@ export interface TimeoutLease {
 
 interface Window extends TimeoutLease {
   readonly at: number;
-  readonly controller: AbortController;
   holders: number;
-  cancel: () => void;
+  readonly cancel: () => void;
 }
 
 export class Deadlines {
@@ -48,19 +47,19 @@ export class Deadlines {
    * later). Release it when the request ends, aborted or not.
    */
   acquire(ms: number): TimeoutLease {
-    const at = Math.ceil((Date.now() + Math.max(0, ms)) / GRAIN_MS) * GRAIN_MS;
+    const now = Date.now();
+    const at = Math.ceil((now + Math.max(0, ms)) / GRAIN_MS) * GRAIN_MS;
     let window = this.windows.get(at);
     if (window === undefined) {
       const controller = new AbortController();
-      const created: Window = { at, controller, signal: controller.signal, holders: 0, cancel: () => {} };
-      created.cancel = this.schedule(at - Date.now(), () => {
+      const cancel = this.schedule(at - now, () => {
         this.windows.delete(at);
         const reason = new Error('Timeout reached');
         reason.name = 'TimeoutError';
         controller.abort(reason);
       });
-      this.windows.set(at, created);
-      window = created;
+      window = { at, signal: controller.signal, holders: 0, cancel };
+      this.windows.set(at, window);
     }
     window.holders++;
     return window;
