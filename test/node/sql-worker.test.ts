@@ -357,6 +357,26 @@ describe('net._config and net.settings', () => {
     expect(got).toEqual({ ttl: '3 hours', batch_size: 42 });
   });
 
+  it('a role whose name needs quoting is found (mixed case, a space)', async () => {
+    const odd = `Pne Odd ${process.pid}`;
+    await sql.unsafe(`create role "${odd}" nologin`);
+    try {
+      await sql.unsafe(`alter role "${odd}" set pg_net.batch_size to 77`);
+      const rows = await sql<{ name: string; setting: string; source: string }[]>`select * from net._settings(${odd})`;
+      expect(rows.find((r) => r.name === 'pg_net.batch_size')).toEqual({ name: 'pg_net.batch_size', setting: '77', source: 'role' });
+      // An unknown role sees only database-wide and default settings.
+      const none = await sql<{ name: string; setting: string; source: string }[]>`select * from net._settings(${'no such role'})`;
+      expect(none.map((r) => r.source)).toEqual(['default', 'default', 'default']);
+    } finally {
+      await sql.unsafe(`drop role "${odd}"`);
+    }
+  });
+
+  it('a number with a plus sign or surrounding spaces is a valid setting', async () => {
+    await sql.unsafe(`alter database ${db.name} set pg_net.batch_size to ' +42 '`);
+    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 42 });
+  });
+
   it.each([
     ['pg_net.ttl', `'forever'`],
     ['pg_net.ttl', `'-1 hour'`],
