@@ -1181,8 +1181,15 @@ comment on view net.settings is 'pg_net.ttl, pg_net.batch_size and pg_net.max_at
 
 -- Claims up to max_rows free and due requests (not_before passed), oldest first, skipping rows
 -- another drain has locked, and stamps a lease long enough for the request's timeout plus a margin.
+-- after_id (a drain's hint: the highest id it has claimed) starts the id-ordered scan there. The
+-- rows it has already recorded stay in the index as dead entries until vacuum, and while any
+-- transaction in the database is older than them (a long report, pg_dump) none can be skipped
+-- cheaply: each claim from the start walked them all, slower with every row drained (10,000
+-- rows: 2.5 ms per claim at first, 18-25 ms at the end). A drain claims without the hint now and
+-- then, and before it concludes the queue is empty, for rows below it freed by an expired lease.
+drop function if exists net._claim(text, int, int, int);
 create or replace function net._claim(owner text, max_rows int, lease_margin_ms int default 30000,
-                                      max_timeout_ms int default null)
+                                      max_timeout_ms int default null, after_id bigint default null)
 returns setof net._claimed
 language sql
 volatile
@@ -1196,6 +1203,7 @@ as $$
     select q.id
     from net.http_request_queue q
     where q.not_before is null
+      and q.id > coalesce(after_id, 0)
       and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
       and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
     order by q.id

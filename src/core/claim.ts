@@ -8,6 +8,11 @@ export interface ClaimOptions {
   leaseMarginMs: number;
   /** Only claim requests whose timeout is at most this (null: any). */
   maxTimeoutMs: number | null;
+  /**
+   * Start the id-ordered scan after this id (the highest this drain has claimed), so the claim
+   * doesn't walk the entries of rows already drained (see net._claim). Null: from the start.
+   */
+  afterId?: string | null;
 }
 
 /**
@@ -44,7 +49,7 @@ export async function claim(
   // id as text: bigint ids can exceed 2^53.
   const rows = await sql<ClaimRow[]>`
     select id::text as id, method, url, headers, body, timeout_milliseconds, attempts
-    from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout})`;
+    from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout}, ${opts.afterId ?? null}::bigint)`;
   return rows.map((row) => {
     const problems: string[] = [];
     if (!isObject(row.headers) && row.headers !== null) problems.push('headers is not a JSON object');

@@ -71,6 +71,12 @@ const MAX_BUFFERED = 5000;
  * finished responses pile up with the queue's length, past the isolate's 128 MB.
  */
 const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
+/**
+ * Claims start after the highest id claimed so far (net._claim's after_id), except one in this
+ * many ms and one before concluding the queue is empty: those look from the start, for rows
+ * below the hint that an expired lease freed.
+ */
+const FULL_CLAIM_EVERY_MS = 5000;
 /** Claim this long after a request's not_before, so the database's clock has surely passed it. */
 const DUE_SLACK_MS = 25;
 
@@ -97,6 +103,11 @@ function messageOf(error: unknown): string {
 function isDataError(error: unknown): boolean {
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
   return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+}
+
+/** a > b for ids as decimal text without leading zeros (bigint ids can exceed 2^53). */
+function higherId(a: string, b: string): boolean {
+  return a.length !== b.length ? a.length > b.length : a > b;
 }
 
 function outcomeSize(outcome: Outcome): number {
@@ -137,6 +148,9 @@ export class Drain {
   /** Start time of each request in flight, by id (to tell slow ones from the rest). */
   private startedAt = new Map<string, number>();
   private claimInFlight = false;
+  /** Highest id claimed so far (ids as decimal text: bigint). */
+  private claimAfter: string | null = null;
+  private lastFullClaimAt = 0;
   private recordInFlight = false;
   private buffer: Outcome[] = [];
   /** outcomeSize of each buffered outcome, computed once (Object.entries per outcome adds up). */
@@ -300,12 +314,17 @@ export class Drain {
     const maxTimeoutMs = this.opts.hardLimitMs - elapsed - this.slackMs;
     const idleAtIssue = this.inFlight === 0 && this.ready.length === 0;
     const pokesAtIssue = this.pokes;
+    const afterId = now - this.lastFullClaimAt < FULL_CLAIM_EVERY_MS ? this.claimAfter : null;
+    if (afterId === null) this.lastFullClaimAt = now;
     this.claimInFlight = true;
-    claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs })
+    claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs, afterId })
       .then(
         (rows) => {
           this.claimFailures = 0;
           this.claimed += rows.length;
+          // Rows come in id order: the last has the highest id.
+          const last = rows[rows.length - 1]?.id;
+          if (last !== undefined && (this.claimAfter === null || higherId(last, this.claimAfter))) this.claimAfter = last;
           // At its request cap with a full claim (more rows are likely waiting): wake a fresh drain
           // now, through NOTIFY and the relay, rather than leave them to the next cron.
           if (this.requestsLeft() <= 0 && rows.length === want && want > 0) this.handOver();
@@ -317,6 +336,10 @@ export class Drain {
           this.fill();
           if (this.pokes !== pokesAtIssue) {
             // A nudge arrived while claiming: this claim may predate the new rows.
+            this.empty = 'no';
+          } else if (rows.length === 0 && idleAtIssue && afterId !== null) {
+            // Nothing after the hint: look from the start once more before judging the queue empty.
+            this.lastFullClaimAt = 0;
             this.empty = 'no';
           } else if (rows.length < want) {
             this.empty = rows.length === 0 && idleAtIssue ? 'confirmed' : 'suspected';

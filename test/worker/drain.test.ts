@@ -232,6 +232,21 @@ describe('drain end to end', () => {
     expect(Object.values(h)).toEqual([1, 1, 1]);
   });
 
+  it('a row below its claim hint, freed by an expired lease mid-drain, is still sent before the drain stops', async () => {
+    const prefix = uniquePrefix('below-hint');
+    // The lowest id, leased by a dead owner for ~300 ms (its timeout plus a 1 ms margin).
+    const ghost = await queue(db.sql`select net.http_get(${`${target}${prefix}/ghost`}, timeout_milliseconds => 300)::text as id`);
+    const [taken] = await db.sql`select id from net._claim('ghost-owner', 1, 1)`;
+    expect(taken).toBeDefined();
+    // Later rows keep the drain busy well past that lease: after its first claim the drain
+    // claims after the highest id it has seen, where the freed row is not.
+    for (let i = 0; i < 12; i++) await queue(db.sql`select net.http_get(${`${target}/delay/150?${prefix}-${i}`})::text as id`);
+    const stats = await drain(db.sql, fetch, options({ concurrency: 2 }));
+    expect(stats).toMatchObject({ claimed: 13, recorded: 13, stopped: 'empty' });
+    expect((await response(ghost))?.status_code).toBe(200);
+    expect(Object.values(await hits(prefix))).toEqual([1]);
+  });
+
   it('hand-inserted unprocessable rows get error rows and do not stall the queue', async () => {
     const [badUrl] = await db.sql<{ id: string }[]>`
       insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
