@@ -102,10 +102,10 @@ const vars = process.env.VARS ? (JSON.parse(process.env.VARS) as Record<string, 
 const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(vars ? { vars } : {}), ...(timeOnly ? {} : { inspectorPort: port }) });
 if (timeOnly) {
   const seen = new Map<string, { rate: number[]; cpu: number[] }>();
+  // WHICH=drain,in-memory,ceiling: any of the three, alternating in that order.
+  const kinds = process.env.WHICH?.split(',') ?? (inMemory ? ['in-memory', 'ceiling'] : ceiling ? ['drain', 'ceiling'] : ['drain']);
   try {
     for (let round = 0; round < Number(process.env.ROUNDS ?? '3'); round++) {
-      // WHICH=drain,in-memory,ceiling: any of the three, alternating in that order.
-      const kinds = process.env.WHICH?.split(',') ?? (inMemory ? ['in-memory', 'ceiling'] : ceiling ? ['drain', 'ceiling'] : ['drain']);
       for (const which of kinds) {
         const xacts = async () =>
           Number((await stack.sql<{ x: string }[]>`select xact_commit::text as x from pg_stat_database where datname = current_database()`)[0]!.x);
@@ -149,7 +149,6 @@ if (timeOnly) {
       console.log(`${which}: req/s median ${Math.round(median(rate))} best ${Math.round(Math.max(...rate))}; CPU per 1000 median ${Math.round(median(cpu))} best ${Math.round(Math.min(...cpu))}`);
     }
     // Each kind against the last one of the same round (neighbours in time share the machine's mood).
-    const kinds = [...seen.keys()];
     const base = seen.get(kinds[kinds.length - 1]!)!;
     for (const which of kinds.slice(0, -1)) {
       const { rate, cpu } = seen.get(which)!;

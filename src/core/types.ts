@@ -1,4 +1,5 @@
 // Types at the edges of the core: what a claim hands to execute, what execute hands to record.
+import type { Deadlines } from './deadlines.ts';
 import type { RetryPolicy } from './retry.ts';
 
 /** A queued request as claimed from net.http_request_queue (see net._claim). */
@@ -51,7 +52,7 @@ export interface ExecuteOptions {
    * Times requests out with shared signals on one timer (the drain's Deadlines); default an
    * AbortController and a timer per request.
    */
-  deadlines?: { acquire(ms: number): { signal: AbortSignal }; release(lease: { signal: AbortSignal }): void };
+  deadlines?: Pick<Deadlines, 'acquire' | 'release'>;
 }
 
 export interface DrainOptions extends ExecuteOptions {
