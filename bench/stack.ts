@@ -47,8 +47,8 @@ export interface Stack {
   /** Other workerd output (last lines), for error reports. */
   otherLines: string[];
   fireCron(): Promise<void>;
-  /** The bare fetch loop; `inMemory`: the real Drain against an in-memory queue instead (no database). */
-  ceiling(n: number, prefix: string, inMemory?: boolean): Promise<{ elapsed_ms: number; errors: number; first_error: string | null }>;
+  /** The bare fetch loop (`lanes` at once, default `concurrency`); `inMemory`: the real Drain against an in-memory queue instead (no database). */
+  ceiling(n: number, prefix: string, inMemory?: boolean, lanes?: number): Promise<{ elapsed_ms: number; errors: number; first_error: string | null }>;
   stop(): Promise<void>;
 }
 
@@ -256,8 +256,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       async fireCron() {
         await mainWorker.scheduled({ cron: DRAIN_CRON, scheduledTime: new Date() });
       },
-      async ceiling(n, prefix, inMemory = false) {
-        const query = new URLSearchParams({ target: target.url, prefix, n: String(n), concurrency: String(concurrency) });
+      async ceiling(n, prefix, inMemory = false, lanes = concurrency) {
+        const query = new URLSearchParams({ target: target.url, prefix, n: String(n), concurrency: String(lanes) });
         const response = await ceilingWorker.fetch(`http://ceiling/${inMemory ? 'in-memory' : 'run'}?${query}`);
         const text = await response.text();
         if (!response.ok) throw new Error(`ceiling worker answered ${response.status}: ${text}`);

@@ -1241,6 +1241,27 @@ as $$
   order by c.id
 $$;
 
+-- Gives back rows a drain claimed but has not started (its fetch slots are all held by slow
+-- requests, and another drain can send them now): free at once, as if never claimed (the claim's
+-- attempt is taken back). Rows this owner no longer holds are left alone. Returns how many.
+create or replace function net._release(owner text, ids text)
+returns int
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with released as (
+    update net.http_request_queue q
+       set lease_owner   = null,
+           lease_expires = null,
+           attempts      = greatest(q.attempts - 1, 0)
+     where q.id = any(string_to_array(ids, ',')::bigint[])
+       and q.lease_owner = owner
+    returning 1
+  )
+  select count(*)::int from released
+$$;
+
 -- Records finished requests in one statement: deletes the queue rows this owner still holds
 -- and inserts one response per deleted row (a drain whose lease was taken over records nothing).
 -- An outcome with retry_in_ms (the drain judged it retryable and chose the delay) whose request

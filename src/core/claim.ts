@@ -71,3 +71,13 @@ export async function claim(
     return request;
   });
 }
+
+/**
+ * Gives claimed rows back unsent (net._release): free for any drain at once, their claim's
+ * attempt taken back. Returns how many this owner still held.
+ */
+export async function release(sql: postgres.Sql, owner: string, ids: string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const [row] = await sql<{ n: number }[]>`select net._release(${owner}, ${ids.join(',')}) as n`;
+  return row?.n ?? 0;
+}

@@ -5,7 +5,7 @@
 // If the database goes away, the drain stops and leaves its rows leased: they are claimed again
 // after the lease expires (at-least-once, never lost).
 import type postgres from 'postgres';
-import { claim, type ClaimedRequest } from './claim.ts';
+import { claim, release, type ClaimedRequest } from './claim.ts';
 import { Deadlines } from './deadlines.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
@@ -39,6 +39,13 @@ export interface DrainExtras {
   lingerMs?: number;
   /** Response bytes held for recording (buffered or being written) above which no request starts. Default BUFFER_LIMIT_BYTES. */
   bufferLimitBytes?: number;
+  /**
+   * Called (repeatedly; the caller rate-limits) while the drain has more work than its fetch
+   * slots (DrainOptions.fetchSlots) let it start: rows wait unstarted, or every slot has waited
+   * for headers longer than SLOW_AFTER_MS while the queue may hold more. A Worker answers by
+   * starting another drain in another invocation, which has slots of its own.
+   */
+  onSaturated?: () => void;
 }
 
 /** Flush when this many outcomes are buffered… */
@@ -141,6 +148,10 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
+  /** Requests whose fetch has not yet resolved (waiting for response headers). */
+  private awaitingHeaders = 0;
+  private readonly fetchSlots: number;
+  private readonly onSaturated: (() => void) | undefined;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
   private completed = 0;
@@ -148,6 +159,7 @@ export class Drain {
   /** Start time of each request in flight, by id (to tell slow ones from the rest). */
   private startedAt = new Map<string, number>();
   private claimInFlight = false;
+  private releaseInFlight = false;
   /** Highest id claimed so far (ids as decimal text: bigint). */
   private claimAfter: string | null = null;
   private lastFullClaimAt = 0;
@@ -197,7 +209,25 @@ export class Drain {
       deadlines: this.deadlines,
     };
     this.sql = sql;
-    this.fetchFn = fetchFn;
+    this.fetchSlots = opts.fetchSlots ?? Infinity;
+    this.onSaturated = extras.onSaturated;
+    // Counting fetches until their headers arrive costs a reaction per request: only when capped.
+    this.fetchFn =
+      opts.fetchSlots === undefined
+        ? fetchFn
+        : (input, init) => {
+            this.awaitingHeaders++;
+            return fetchFn(input, init).then(
+              (response) => {
+                this.headersArrived();
+                return response;
+              },
+              (error: unknown) => {
+                this.headersArrived();
+                throw error;
+              },
+            );
+          };
     this.opts = opts;
     this.owner = extras.owner ?? crypto.randomUUID();
     this.heartbeat = extras.heartbeat ?? true;
@@ -295,6 +325,8 @@ export class Drain {
   private mayClaimNow(now: number): boolean {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
     if (this.room(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
+    // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
+    if (this.stuck(now)) return false;
     // Claim in big batches: while half the allowance still waits, the next claim can wait too,
     // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
     // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
@@ -403,10 +435,26 @@ export class Drain {
     }
   }
 
-  /** Requests that may start now: `concurrency` minus those in flight, slow ones not counted (capped). */
+  /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
+  private headersArrived(): void {
+    this.awaitingHeaders--;
+    if (this.ready.length > 0) this.fill();
+  }
+
+  /**
+   * Requests that may start now: `concurrency` minus those in flight, slow ones not counted
+   * (capped), and never more waiting for headers than `fetchSlots`.
+   */
   private freeSlots(now: number): number {
     // Recording lags behind: wait for it (each record that ends signals the loop, which fills).
     if (this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes) return 0;
+    const headerRoom = this.fetchSlots - this.awaitingHeaders;
+    if (headerRoom <= 0) return 0;
+    return Math.min(headerRoom, this.concurrencySlots(now));
+  }
+
+  /** Free slots by `concurrency` alone (slow requests not counted, up to SLOW_CAP × concurrency). */
+  private concurrencySlots(now: number): number {
     const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
     if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
     // startedAt is in start order (a Map keeps insertion order): the slow ones come first, so
@@ -420,9 +468,54 @@ export class Drain {
     return Math.max(0, Math.min(cap, this.opts.concurrency - young));
   }
 
+  /**
+   * More work than fetch slots: rows wait unstarted for a slot, or every slot has waited for
+   * headers past SLOW_AFTER_MS while the queue may hold more (slow targets would hold up the
+   * rest, and fetch slots, unlike `concurrency` slots, aren't released by being slow).
+   */
+  private saturated(now: number): boolean {
+    if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
+    if (this.stuck(now)) {
+      // Rows claimed ahead would wait for the slow ones: give them back for another drain.
+      if (this.ready.length > 0) this.releaseReady();
+      return true;
+    }
+    // Rows wait for a slot and the last claim was full: the queue likely holds more.
+    return this.ready.length > 0 && this.empty === 'no';
+  }
+
+  /** Every fetch slot taken and every request in flight older than SLOW_AFTER_MS. */
+  private stuck(now: number): boolean {
+    if (this.awaitingHeaders < this.fetchSlots) return false;
+    // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).
+    let youngest = 0;
+    for (const at of this.startedAt.values()) youngest = at;
+    return youngest > 0 && now - youngest >= SLOW_AFTER_MS;
+  }
+
+  private releaseReady(): void {
+    if (this.releaseInFlight) return;
+    const rows = this.ready.splice(0);
+    // Not sent by this drain: they don't count against its request cap or in its stats.
+    this.claimed -= rows.length;
+    this.releaseInFlight = true;
+    release(this.sql, this.owner, rows.map((r) => r.request.id))
+      .then(
+        () => {},
+        (error: unknown) => {
+          // They stay leased to this drain, unsent: claimed again once the lease expires.
+          this.lastError = `release: ${messageOf(error)}`;
+        },
+      )
+      .finally(() => {
+        this.releaseInFlight = false;
+        this.signal();
+      });
+  }
+
   /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
   private nextSlowAt(now: number): number {
-    if (this.freeSlots(now) > 0) return Infinity;
+    if (this.freeSlots(now) > 0 || this.awaitingHeaders >= this.fetchSlots) return Infinity;
     if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
     if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
     // In start order (see freeSlots): the first young request is the oldest young one.
@@ -627,8 +720,10 @@ export class Drain {
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
+      if (this.onSaturated && this.saturated(now)) this.onSaturated();
       const busy =
         this.claimInFlight ||
+        this.releaseInFlight ||
         this.recordInFlight ||
         this.dueCheckInFlight ||
         this.inFlight > 0 ||
@@ -658,14 +753,17 @@ export class Drain {
       stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
     };
     if (this.lastError !== undefined) stats.last_error = this.lastError;
-    if (this.heartbeat && !this.databaseDown) {
-      try {
-        await this.sql`select net._heartbeat(${JSON.stringify(stats)}::text::jsonb)`;
-      } catch (error) {
-        stats.last_error ??= `heartbeat: ${messageOf(error)}`;
-      }
-    }
+    if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;
+  }
+}
+
+/** Records a drain's stats as the worker's last sign of life (net._worker_status); best effort. */
+export async function writeHeartbeat(sql: postgres.Sql, stats: DrainStats): Promise<void> {
+  try {
+    await sql`select net._heartbeat(${JSON.stringify(stats)}::text::jsonb)`;
+  } catch (error) {
+    stats.last_error ??= `heartbeat: ${messageOf(error)}`;
   }
 }
 

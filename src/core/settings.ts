@@ -14,6 +14,7 @@ export interface SettingVars {
   FLUSH_MS?: string | undefined;
   LINGER_MS?: string | undefined;
   SUBREQUEST_LIMIT?: string | undefined;
+  FETCH_SLOTS?: string | undefined;
 }
 
 /** What net._config() returns (unknown until checked: it comes from the database). */
@@ -37,6 +38,12 @@ export interface Settings {
   lingerMs: number;
   /** Requests one Worker drain (one invocation) sends at most: Cloudflare caps subrequests per invocation. */
   subrequestLimit: number;
+  /**
+   * Requests one Worker drain (one invocation) has waiting for response headers at once:
+   * Cloudflare lets an invocation have 6 connections waiting and queues the rest. A trigger runs
+   * up to ceil(concurrency / fetchSlots) drains, each in its own invocation.
+   */
+  fetchSlots: number;
 }
 
 export const DEFAULTS = {
@@ -51,6 +58,9 @@ export const DEFAULTS = {
   // Workers Paid allows 10,000 subrequests per invocation (Free: 50); the rest is headroom for
   // the database connections.
   subrequestLimit: 9000,
+  // 6 per invocation, less one for the database connection (whether connect() sockets count
+  // against the 6 is not documented; a queued query would stall the drain).
+  fetchSlots: 5,
 } as const;
 
 export class SettingsError extends Error {
@@ -112,6 +122,7 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
     subrequestLimit: given(vars.SUBREQUEST_LIMIT)
       ? integer('SUBREQUEST_LIMIT', vars.SUBREQUEST_LIMIT, 1, 10_000_000)
       : DEFAULTS.subrequestLimit,
+    fetchSlots: given(vars.FETCH_SLOTS) ? integer('FETCH_SLOTS', vars.FETCH_SLOTS, 1, 10_000) : DEFAULTS.fetchSlots,
   };
 }
 

@@ -73,6 +73,12 @@ export interface DrainOptions extends ExecuteOptions {
    * rest to the next drain: a Worker invocation may make only so many subrequests. Unset: no cap.
    */
   maxRequests?: number;
+  /**
+   * Requests waiting for response headers at once, at most (unset: no cap). A Workers
+   * invocation has 6 connections waiting for headers at a time and queues the rest, with their
+   * timeouts running: the drain keeps the rest unstarted instead, timers not yet running.
+   */
+  fetchSlots?: number;
 }
 
 export interface DrainStats {
@@ -84,4 +90,6 @@ export interface DrainStats {
   errors: number; // outcomes with error_msg
   stopped: 'empty' | 'budget' | 'database';
   last_error?: string;
+  /** A Worker trigger's drain: its helper drains (other invocations) and their totals, added in. */
+  helpers?: number;
 }

@@ -14,8 +14,16 @@ export interface Env extends SettingVars {
 export interface ExecutionContext {
   waitUntil(promise: Promise<unknown>): void;
   passThroughOnException(): void;
-  /** Present in workerd (Hono's type requires it). */
+  /** Present in workerd (Hono's type requires it); set by the caller of a loopback binding. */
   props: unknown;
+  /**
+   * Loopback bindings to this Worker's own exports (on by default since compatibility date
+   * 2025-11-17). Calling `default({ props })` gives a binding whose requests carry those props,
+   * which a request from outside can't forge.
+   */
+  exports?: {
+    default?: (options: { props: unknown }) => { fetch(input: string, init?: RequestInit): Promise<Response> };
+  };
 }
 
 export interface ScheduledController {

@@ -1,7 +1,7 @@
 // The Cloudflare Worker: crons drain the queue and sweep old responses; POST /nudge drains at
 // once (the relay calls it on NOTIFY); GET /health reports database and queue state.
 import { Hono } from 'hono';
-import { Drain } from '../core/drain.ts';
+import { Drain, writeHeartbeat } from '../core/drain.ts';
 import { loadSettings, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
@@ -97,9 +97,133 @@ class DrainRun {
 
 let current: DrainRun | null = null;
 
-function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number): DrainOptions {
+type Trigger = 'cron' | 'nudge';
+
+/** What a helper drain's request carries: set only through this Worker's loopback binding. */
+interface HelperSpec {
+  trigger: Trigger;
+  /** The starting drain's owner, for the logs. */
+  parent: string;
+  budgetMs: number;
+  hardLimitMs: number;
+  /**
+   * The starting invocation's string variables and secrets: a helper runs with exactly its
+   * configuration, even if a deploy changed them meanwhile (bindings such as HYPERDRIVE are the
+   * helper's own). Props stay inside the runtime.
+   */
+  vars: Record<string, string>;
+}
+
+function stringVars(env: Env): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) if (typeof value === 'string') vars[name] = value;
+  return vars;
+}
+
+function helperSpec(props: unknown): HelperSpec | null {
+  if (typeof props !== 'object' || props === null) return null;
+  const spec = (props as { drainHelper?: unknown }).drainHelper;
+  if (typeof spec !== 'object' || spec === null) return null;
+  const { trigger, parent, budgetMs, hardLimitMs, vars } = spec as Record<string, unknown>;
+  if ((trigger !== 'cron' && trigger !== 'nudge') || typeof parent !== 'string') return null;
+  if (typeof budgetMs !== 'number' || typeof hardLimitMs !== 'number' || !(budgetMs > 0 && hardLimitMs > budgetMs)) return null;
+  if (typeof vars !== 'object' || vars === null) return null;
+  return { trigger, parent, budgetMs, hardLimitMs, vars: vars as Record<string, string> };
+}
+
+/** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
+const HELPER_GAP_MS = 50;
+/** After a helper found nothing to claim, no new one for this long. */
+const HELPER_QUIET_MS = 1000;
+/** A helper needs at least this much budget left to be worth its connection. */
+const HELPER_MIN_BUDGET_MS = 1000;
+
+/**
+ * Helper drains for one trigger. An invocation may have only 6 connections waiting for response
+ * headers (FETCH_SLOTS each drain); when its drain has more work than that, another drain runs
+ * in another invocation (a request to this Worker through ctx.exports), with slots of its own.
+ */
+class Helpers {
+  private live = 0;
+  private lastAt = 0;
+  private readonly started: Promise<DrainStats | null>[] = [];
+  private unavailable = false;
+  /** A helper found nothing to claim: the work was this drain's own claimed rows; wait before trying again. */
+  private quietUntil = 0;
+
+  constructor(
+    private readonly ctx: ExecutionContext,
+    private readonly env: Env,
+    private readonly max: number,
+    private readonly spec: (now: number) => HelperSpec,
+  ) {}
+
+  spawn(): void {
+    const now = Date.now();
+    if (this.unavailable || this.live >= this.max || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return;
+    const spec = this.spec(now);
+    if (spec.budgetMs < HELPER_MIN_BUDGET_MS) return;
+    const loopback = this.ctx.exports?.default;
+    if (!loopback) {
+      this.unavailable = true;
+      log({ event: 'helper', parent: spec.parent, error: 'ctx.exports is unavailable (compatibility date before 2025-11-17?): one drain per trigger' });
+      return;
+    }
+    this.lastAt = now;
+    this.live++;
+    const done = loopback({ props: { drainHelper: spec } })
+      .fetch('https://pg-net-edge.internal/drain-helper', { method: 'POST' })
+      .then(
+        async (response): Promise<DrainStats | null> => {
+          // The helper logs its own stats; a failure is news here too.
+          const text = await response.text();
+          if (response.ok) {
+            const stats = JSON.parse(text) as DrainStats;
+            if (stats.claimed === 0) this.quietUntil = Date.now() + HELPER_QUIET_MS;
+            return stats;
+          }
+          log({ event: 'helper', parent: spec.parent, status: response.status, error: redact(text, this.env) });
+          return null;
+        },
+        (error: unknown) => {
+          log({ event: 'helper', parent: spec.parent, error: redact(messageOf(error), this.env) });
+          return null;
+        },
+      )
+      .finally(() => {
+        this.live--;
+      });
+    this.started.push(done);
+  }
+
+  /** Every helper's stats (null: it failed), once all started so far have ended. */
+  async settled(): Promise<(DrainStats | null)[]> {
+    const results: (DrainStats | null)[] = [];
+    while (results.length < this.started.length) results.push(...(await Promise.all(this.started.slice(results.length))));
+    return results;
+  }
+}
+
+/** A starting drain's stats with its helpers' counts added (the heartbeat's last_drain). */
+function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainStats {
+  if (helped.length === 0) return stats;
+  const total: DrainStats = { ...stats, helpers: helped.length };
+  for (const h of helped) {
+    if (!h) continue;
+    total.claimed += h.claimed;
+    total.recorded += h.recorded;
+    total.errors += h.errors;
+    total.last_error ??= h.last_error;
+  }
+  total.duration_ms = Date.now() - Date.parse(stats.started);
+  return total;
+}
+
+function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number, maxRequests: number): DrainOptions {
   return {
-    concurrency: settings.concurrency,
+    // CONCURRENCY is shared by the trigger's drains, FETCH_SLOTS each (see drainsPerTrigger).
+    concurrency: Math.min(settings.concurrency, settings.fetchSlots),
+    fetchSlots: settings.fetchSlots,
     batchSize: settings.batchSize,
     budgetMs,
     hardLimitMs,
@@ -107,38 +231,72 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number)
     flushMs: settings.flushMs,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
-    maxRequests: settings.subrequestLimit,
+    maxRequests,
   };
 }
 
-async function runDrain(env: Env, trigger: 'cron' | 'nudge', run: DrainRun): Promise<DrainStats | null> {
+/** Drains one trigger runs at most (itself and its helpers): CONCURRENCY in FETCH_SLOTS-sized invocations. */
+function drainsPerTrigger(settings: Pick<Settings, 'concurrency' | 'fetchSlots'>): number {
+  return Math.ceil(settings.concurrency / settings.fetchSlots);
+}
+
+async function runDrain(
+  env: Env,
+  ctx: ExecutionContext,
+  trigger: Trigger,
+  run: DrainRun,
+  helper: HelperSpec | null = null,
+): Promise<DrainStats | null> {
+  const label = helper ? { trigger, helper: true, parent: helper.parent } : { trigger };
   try {
     const url = databaseUrl(env);
     if (!url) {
-      log({ event: 'drain', trigger, error: NOT_CONFIGURED });
+      log({ event: 'drain', ...label, error: NOT_CONFIGURED });
       return null;
     }
     const sql = connect(url);
     const settings = await loadSettings(sql, env);
-    const budgetMs =
-      trigger === 'cron'
+    const started = Date.now();
+    const budgetMs = helper
+      ? helper.budgetMs
+      : trigger === 'cron'
         ? Math.min(settings.drainBudgetMs ?? CRON_BUDGET_MS, CRON_HARD_LIMIT_MS - 60_000)
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
-    const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
-    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs), {
-      lingerMs: settings.lingerMs,
+    const hardLimitMs = helper ? helper.hardLimitMs : trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
+    const owner = crypto.randomUUID();
+    // A starting drain may start helpers; a helper starts none (the starting drain counts them).
+    const helpers = helper ? null : new Helpers(ctx, env, drainsPerTrigger(settings) - 1, (now) => ({
+      trigger,
+      parent: owner,
+      budgetMs: budgetMs - (now - started),
+      hardLimitMs: hardLimitMs - (now - started),
+      vars: stringVars(env),
+    }));
+    // Starting a helper is a subrequest of this invocation too.
+    const maxRequests = Math.max(1, settings.subrequestLimit - (helpers ? drainsPerTrigger(settings) - 1 : 0));
+    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs, maxRequests), {
+      owner,
+      // Helpers stop when the queue is empty: the starting drain is the one nudges find.
+      lingerMs: helper ? 0 : settings.lingerMs,
+      // The starting drain writes the heartbeat once its helpers are done, with their totals.
+      heartbeat: false,
+      ...(helpers ? { onSaturated: () => helpers.spawn() } : {}),
     });
     run.drain = drain;
     const stats = await drain.run();
     log({
       event: 'drain',
-      trigger,
+      ...label,
       ...stats,
       ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
     });
-    return stats;
+    if (!helpers) return stats;
+    const helped = await helpers.settled();
+    const total = withHelpers(stats, helped);
+    if (total.stopped !== 'database') await writeHeartbeat(sql, total);
+    return total;
   } catch (error) {
-    log({ event: 'drain', trigger, error: redact(messageOf(error), env) });
+    log({ event: 'drain', ...label, error: redact(messageOf(error), env) });
     return null;
   } finally {
     run.done = true;
@@ -170,7 +328,7 @@ function startOrPoke(env: Env, ctx: ExecutionContext): boolean {
   if (current?.poke()) return true;
   const run = new DrainRun();
   current = run;
-  ctx.waitUntil(runDrain(env, 'nudge', run));
+  ctx.waitUntil(runDrain(env, ctx, 'nudge', run));
   return false;
 }
 
@@ -272,6 +430,14 @@ app.onError((error, c) => c.json({ error: redact(messageOf(error), c.env) }, 500
 
 export default {
   fetch(request: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> {
+    // A helper drain started by this Worker (see Helpers): answered when the drain ends, so the
+    // starting invocation waits for it. Only the loopback binding sets props.
+    const helper = helperSpec(ctx.props);
+    if (helper) {
+      const stats = runDrain({ ...env, ...helper.vars }, ctx, helper.trigger, new DrainRun(), helper);
+      ctx.waitUntil(stats);
+      return stats.then((result) => Response.json(result ?? { error: 'drain failed (see the drain log line)' }, { status: result ? 200 : 500 }));
+    }
     return app.fetch(request, env, ctx);
   },
 
@@ -283,6 +449,6 @@ export default {
     // The every-minute cron is the guarantee: always start a drain; later nudges may poke it.
     const run = new DrainRun();
     current = run;
-    ctx.waitUntil(runDrain(env, 'cron', run));
+    ctx.waitUntil(runDrain(env, ctx, 'cron', run));
   },
 };

@@ -1,4 +1,4 @@
-// The worker-facing SQL (net._claim, _record, _sweep, _config, _heartbeat, _health) and the
+// The worker-facing SQL (net._claim, _release, _record, _sweep, _config, _heartbeat, _health) and the
 // functions that read what the worker wrote (collect_response, check_worker_is_up,
 // wait_until_running, the settings view), against real PostgreSQL with real concurrent sessions.
 import postgres from 'postgres';
@@ -217,6 +217,36 @@ describe('net._record', () => {
     const ids = await queue(500);
     await claim(sql, 'drain-a', 500);
     expect(await record('drain-a', ids.map((id) => ({ id, status_code: 204 })))).toBe(500);
+  });
+});
+
+describe('net._release', () => {
+  it('frees the owner\'s claimed rows at once with the claim\'s attempt taken back; others\' leases and unknown ids are untouched', async () => {
+    const ids = await queue(4);
+    await claim(sql, 'drain-a', 3);
+    await claim(sql, 'drain-b', 1);
+    const given = `${ids[0]},${ids[1]},${ids[3]},999999`;
+    const [row] = await sql<{ n: number }[]>`select net._release('drain-a', ${given}) as n`;
+    // ids[3] is drain-b's, 999999 doesn't exist: only two released.
+    expect(row!.n).toBe(2);
+    const rows = await sql<{ lease_owner: string | null; lease_expires: Date | null; attempts: number }[]>`
+      select lease_owner, lease_expires, attempts from net.http_request_queue order by id`;
+    expect(rows).toEqual([
+      { lease_owner: null, lease_expires: null, attempts: 0 },
+      { lease_owner: null, lease_expires: null, attempts: 0 },
+      expect.objectContaining({ lease_owner: 'drain-a', attempts: 1 }),
+      expect.objectContaining({ lease_owner: 'drain-b', attempts: 1 }),
+    ]);
+    // Free for anyone now, oldest first.
+    expect((await claim(sql, 'drain-c', 5)).map((r) => r.id)).toEqual([ids[0], ids[1]]);
+  });
+
+  it('a malformed id list is an error and releases nothing', async () => {
+    await queue(1);
+    const [claimed] = await claim(sql, 'drain-a', 1);
+    await expect(sql`select net._release('drain-a', ${`${claimed!.id},x`})`).rejects.toThrow(/invalid input syntax for type bigint/);
+    const [row] = await sql<{ lease_owner: string | null }[]>`select lease_owner from net.http_request_queue`;
+    expect(row!.lease_owner).toBe('drain-a');
   });
 });
 

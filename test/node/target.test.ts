@@ -81,6 +81,23 @@ describe('loopback target', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
   });
 
+  it('/held/<ms>/<label>/… answers after the delay and counts the label\'s requests held at once', async () => {
+    const label = `t${Date.now()}`;
+    const started = Date.now();
+    const replies = await Promise.all([1, 2, 3].map((i) => fetch(`${target.url}/held/150/${label}/${i}`).then((r) => r.text())));
+    expect(replies).toEqual(['held 150', 'held 150', 'held 150']);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    expect(await (await fetch(`${target.url}/__held?label=${label}`)).json()).toEqual({ now: 0, max: 3 });
+    // A client that gives up is no longer held.
+    const aborted = new AbortController();
+    const gone = fetch(`${target.url}/held/5000/${label}-a/1`, { signal: aborted.signal }).catch(() => 'aborted');
+    await new Promise((r) => setTimeout(r, 100));
+    aborted.abort();
+    expect(await gone).toBe('aborted');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await (await fetch(`${target.url}/__held?label=${label}-a`)).json()).toEqual({ now: 0, max: 1 });
+  });
+
   it('/slow-body/<ms> sends headers and a first chunk at once, the rest after the delay', async () => {
     const res = await fetch(`${target.url}/slow-body/100`);
     expect(res.status).toBe(200);

@@ -22,6 +22,8 @@ const CHUNK = 64 * 1024;
 export async function startTarget(): Promise<Target> {
   // Hit counts per path and arrival times; cheap to update because the benchmark hammers /hits.
   const hits = new Map<string, number>();
+  /** /held/<ms>/<label>/…: requests of each label being held now, and the most at once. */
+  const held = new Map<string, { now: number; max: number }>();
   let arrivals: Arrival[] = [];
   const timers = new Set<NodeJS.Timeout>();
   const sockets = new Set<Socket>();
@@ -119,6 +121,30 @@ export async function startTarget(): Promise<Target> {
         return;
       }
       return text(res, code, `status ${code}`);
+    }
+
+    // Held for <ms>, counting how many of the label are held at once (a drain's fetch slots).
+    const hold = /^\/held\/(\d+)\/([^/]+)\//.exec(path);
+    if (hold) {
+      const ms = Number(hold[1]);
+      const label = hold[2]!;
+      record(path);
+      const count = held.get(label) ?? { now: 0, max: 0 };
+      held.set(label, count);
+      count.now++;
+      count.max = Math.max(count.max, count.now);
+      // Until the reply is sent or the client gives up, whichever comes first.
+      let holding = true;
+      const release = () => {
+        if (holding) count.now--;
+        holding = false;
+      };
+      res.on('close', release);
+      later(res, ms, () => {
+        release();
+        text(res, 200, `held ${ms}`);
+      });
+      return;
     }
 
     const delay = /^\/delay\/(\d+)$/.exec(path);
@@ -229,6 +255,11 @@ export async function startTarget(): Promise<Target> {
       const out: Record<string, number> = {};
       for (const [p, count] of hits) if (p.startsWith(prefix)) out[p] = count;
       return json(res, out);
+    }
+
+    if (path === '/__held' && method === 'GET') {
+      const label = url.searchParams.get('label') ?? '';
+      return json(res, held.get(label) ?? { now: 0, max: 0 });
     }
 
     if (path === '/__arrivals' && method === 'GET') {

@@ -303,6 +303,90 @@ describe('drain end to end', () => {
     expect(Object.values(h).every((n) => n === 1)).toBe(true);
   });
 
+  it('never has more than fetchSlots requests waiting for headers; a waiting row\'s timeout has not started', async () => {
+    const label = `slots${Date.now().toString(36)}`;
+    const held = async () => (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
+    // 8 requests held 300 ms each with 2 slots: 4 rounds, ~1.2 s. Each times out after 700 ms:
+    // started all at once behind the platform's queue they would time out; here each starts its
+    // clock when it gets a slot.
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      ids.push(await queue(db.sql`select net.http_get(${`${target}/held/300/${label}/${i}`}, timeout_milliseconds => 700)::text as id`));
+    }
+    const stats = await drain(db.sql, fetch, options({ concurrency: 16, fetchSlots: 2 }));
+    expect(stats).toMatchObject({ claimed: 8, recorded: 8, errors: 0, stopped: 'empty' });
+    expect(stats.duration_ms).toBeGreaterThanOrEqual(1150);
+    expect(await held()).toEqual({ now: 0, max: 2 });
+    for (const id of ids) expect(await response(id)).toMatchObject({ status_code: 200, content: 'held 300', timed_out: false });
+
+    // The same without fetchSlots: all 8 at once (what the cap is for; workerd doesn't cap locally).
+    const free = `${label}-free`;
+    for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}/held/300/${free}/${i}`})::text as id`);
+    await drain(db.sql, fetch, options({ concurrency: 16 }));
+    expect(await (await fetch(`${target}/__held?label=${free}`)).json()).toMatchObject({ max: 8 });
+  });
+
+  it('with more work than its fetch slots, the drain reports itself saturated (a Worker then starts a helper drain)', async () => {
+    const prefix = uniquePrefix('saturated');
+    for (let i = 0; i < 30; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
+    let calls = 0;
+    // Claims of 5 (batch size) come back full while the queue holds more: saturated.
+    const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => calls++ });
+    expect(busy).toMatchObject({ claimed: 30, recorded: 30, errors: 0 });
+    expect(calls).toBeGreaterThan(0);
+
+    // Slots held by slow requests past SLOW_AFTER_MS, the queue not known to be empty: saturated.
+    const slowCalls: number[] = [];
+    const started = Date.now();
+    await queue(db.sql`select net.http_get(${`${target}/delay/1800`})::text as id`);
+    const slow = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1 }), { onSaturated: () => slowCalls.push(Date.now() - started) });
+    expect(slow).toMatchObject({ claimed: 1, recorded: 1, errors: 0 });
+    expect(slowCalls.length).toBeGreaterThan(0);
+    expect(slowCalls[0]).toBeGreaterThanOrEqual(1000);
+
+    // Work that fits its slots: never.
+    let fits = 0;
+    for (let i = 0; i < 3; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/fit${i}`})::text as id`);
+    await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 4 }), { onSaturated: () => fits++ });
+    expect(fits).toBe(0);
+  });
+
+  it('a drain whose fetch slots are all held by slow requests gives its claimed-ahead rows back (attempts restored) for other drains', async () => {
+    const prefix = uniquePrefix('release');
+    for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/a${i}`})::text as id`);
+    const slow = await queue(db.sql`select net.http_get(${`${target}/delay/2500`}, timeout_milliseconds => 10000)::text as id`);
+    for (let i = 0; i < 20; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/b${i}`})::text as id`);
+    const stuck = new Drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10 }), { onSaturated: () => {} });
+    const running = stuck.run();
+    // It claims ahead: some rows behind the slow one are leased to it, waiting for the only slot…
+    await until('rows claimed ahead', async () => {
+      const [row] = await db.sql<{ n: number }[]>`
+        select count(*)::int as n from net.http_request_queue
+        where url like ${`${target}${prefix}/b%`} and lease_owner = ${stuck.owner}`;
+      return row!.n > 0;
+    }, 2000);
+    // …and once the slow request has held it past SLOW_AFTER_MS, nothing but it is leased.
+    const rest = await until('rows given back', async () => {
+      const rows = await db.sql<{ id: string; lease_owner: string | null; attempts: number }[]>`
+        select id::text as id, lease_owner, attempts from net.http_request_queue where url like ${`${target}${prefix}/b%`}`;
+      return rows.length > 0 && rows.every((r) => r.lease_owner === null) ? rows : null;
+    }, 2400);
+    expect(rest.every((r) => r.attempts === 0)).toBe(true);
+    const [slowRow] = await db.sql<{ lease_owner: string | null }[]>`select lease_owner from net.http_request_queue where id = ${slow}::bigint`;
+    expect(slowRow!.lease_owner).toBe(stuck.owner);
+    // Another drain sends them while the slow one is still in flight.
+    const other = await drain(db.sql, fetch, options());
+    expect(other).toMatchObject({ claimed: rest.length, recorded: rest.length, errors: 0 });
+    expect(await response(slow)).toBeUndefined();
+    const first = await running;
+    expect(first.claimed + other.claimed).toBe(29);
+    expect(first.recorded).toBe(first.claimed);
+    const h = await hits(prefix);
+    expect(Object.keys(h).length).toBe(28);
+    expect(Object.values(h).every((n) => n === 1)).toBe(true);
+    expect((await response(slow))?.content).toBe('delayed 2500');
+  });
+
   it('never claims a request whose timeout cannot finish before the hard limit', async () => {
     const long = await queue(db.sql`select net.http_get(${`${target}/echo/long`}, timeout_milliseconds => 60000)::text as id`);
     const short = await queue(db.sql`select net.http_get(${`${target}/echo/short`}, timeout_milliseconds => 1000)::text as id`);

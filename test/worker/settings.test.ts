@@ -16,6 +16,7 @@ describe('parseSettings', () => {
       flushMs: 5,
       lingerMs: 1000,
       subrequestLimit: 9000,
+      fetchSlots: 5,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -35,6 +36,7 @@ describe('parseSettings', () => {
         FLUSH_MS: '0',
         LINGER_MS: '0',
         SUBREQUEST_LIMIT: '45',
+        FETCH_SLOTS: '6',
       },
     );
     expect(s).toEqual({
@@ -48,6 +50,7 @@ describe('parseSettings', () => {
       flushMs: 0,
       lingerMs: 0,
       subrequestLimit: 45,
+      fetchSlots: 6,
     });
   });
 
@@ -80,6 +83,8 @@ describe('parseSettings', () => {
     ['LINGER_MS', '61000'],
     ['SUBREQUEST_LIMIT', '0'],
     ['SUBREQUEST_LIMIT', 'lots'],
+    ['FETCH_SLOTS', '0'],
+    ['FETCH_SLOTS', '2.5'],
     ['TTL', "1 hour'; drop table x; --"],
     ['TTL', 'forever'],
   ])('%s=%j is rejected with an error naming the variable', (name, value) => {

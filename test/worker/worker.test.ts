@@ -83,9 +83,60 @@ describe('POST /nudge', () => {
     const h = await hits(prefix);
     expect(Object.keys(h).length).toBe(20);
     expect(Object.values(h).every((n) => n === 1)).toBe(true);
+    // One starting drain; more work than its FETCH_SLOTS (5) brings in helper drains, each
+    // answering to it. Together they claimed and recorded each row once.
     const drains = logs.filter((l) => l.event === 'drain');
-    expect(drains).toHaveLength(1);
-    expect(drains[0]).toMatchObject({ trigger: 'nudge', claimed: 20, recorded: 20, stopped: 'empty' });
+    const starting = drains.filter((l) => l.helper === undefined);
+    expect(starting).toHaveLength(1);
+    expect(starting[0]).toMatchObject({ trigger: 'nudge', stopped: 'empty' });
+    for (const helper of drains.filter((l) => l.helper === true)) expect(helper).toMatchObject({ trigger: 'nudge', parent: starting[0]!.owner });
+    expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(20);
+    expect(drains.reduce((n, l) => n + Number(l.recorded), 0)).toBe(20);
+  });
+
+  it('slow targets holding a drain\'s fetch slots: helper drains in other invocations send the rest meanwhile', async () => {
+    // FETCH_SLOTS=1: one request waiting for headers per invocation (production allows 6).
+    // Two slow requests first, then fast ones; with CONCURRENCY=1 (one drain) the fast ones wait
+    // for the slow ones, with CONCURRENCY=4 (four drains) they don't.
+    const run = async (concurrency: string) => {
+      const prefix = uniquePrefix(`helpers${concurrency}`);
+      await db.sql`delete from net._http_response`;
+      const slow = await db.sql<{ id: string }[]>`
+        select net.http_get(${`${target}/delay/2500`}, timeout_milliseconds => 10000)::text as id from generate_series(1, 2)`;
+      await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 10) g`;
+      const logs = captureLogs();
+      const started = Date.now();
+      const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '1', CONCURRENCY: concurrency });
+      expect((await response).status).toBe(202);
+      let fastDoneAt = 0;
+      for (let slowDone = false; !slowDone; ) {
+        const slowIds = slow.map((r) => r.id).join(',');
+        const [row] = await db.sql<{ fast: number; slow: number }[]>`
+          select count(*) filter (where id <> all(string_to_array(${slowIds}, ',')::bigint[]))::int as fast,
+                 count(*) filter (where id = any(string_to_array(${slowIds}, ',')::bigint[]))::int as slow
+          from net._http_response`;
+        if (fastDoneAt === 0 && row!.fast >= 10) fastDoneAt = Date.now() - started;
+        slowDone = row!.slow === 2;
+        if (!slowDone) await new Promise((r) => setTimeout(r, 20));
+      }
+      await waitOnExecutionContext(ctx);
+      expect(Object.values(await hits(prefix))).toEqual(Array(10).fill(1));
+      return { fastDoneAt, drains: logs.filter((l) => l.event === 'drain') };
+    };
+    vi.restoreAllMocks();
+    const helped = await run('4');
+    expect(helped.fastDoneAt).toBeLessThan(2000);
+    const starting = helped.drains.filter((l) => l.helper === undefined);
+    expect(starting).toHaveLength(1);
+    const helpers = helped.drains.filter((l) => l.helper === true);
+    for (const helper of helpers) expect(helper.parent).toBe(starting[0]!.owner);
+    expect(helpers.filter((l) => Number(l.claimed) > 0).length).toBeGreaterThan(0);
+    // Each row was claimed (and sent) by exactly one drain.
+    expect(helped.drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(12);
+    vi.restoreAllMocks();
+    const alone = await run('1');
+    expect(alone.fastDoneAt).toBeGreaterThanOrEqual(2400);
+    expect(alone.drains).toHaveLength(1);
   });
 
   it('two nudges at once coalesce into one drain', async () => {
@@ -180,11 +231,12 @@ describe('scheduled', () => {
     await waitOnExecutionContext(ctx);
     expect((await counts(db.sql)).queued).toBe(0);
     expect(Object.keys(await hits(prefix)).length).toBe(15);
-    const line = logs.find((l) => l.event === 'drain');
-    expect(line).toMatchObject({ trigger: 'cron', claimed: 15, recorded: 15, stopped: 'empty' });
+    const line = logs.find((l) => l.event === 'drain' && l.helper === undefined);
+    expect(line).toMatchObject({ trigger: 'cron', stopped: 'empty' });
+    // The heartbeat: the starting drain's stats with its helpers' counts added.
     const [status] = await db.sql<{ last_drain: { claimed: number; owner: string } }[]>`
       select last_drain from net._worker_status where id = 1`;
-    expect(status!.last_drain).toMatchObject({ claimed: 15, owner: line!.owner });
+    expect(status!.last_drain).toMatchObject({ claimed: 15, recorded: 15, owner: line!.owner });
   });
 
   it('"*/5 * * * *" deletes only responses older than the TTL (ALTER ROLE … IN DATABASE … SET pg_net.ttl)', async () => {
