@@ -139,7 +139,12 @@ if (timeOnly) {
         seen.set(which, kind);
         kind.rate.push(n / (ms / 1000));
         kind.cpu.push((cpu * 1000) / n);
-        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000 (${Math.round(sysShare * 100)}% in the kernel), ${statements} transactions; PostgreSQL (enqueue included) ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000`);
+        // The Worker's drains meanwhile: helper drains (FETCH_SLOTS) and their mean header waits.
+        const logs = which === 'drain' ? stack.drainLogs.filter((d) => d.at >= t0) : [];
+        const helpers = logs.filter((d) => d.helper === true).length;
+        const waits = logs.map((d) => d.header_wait_ms).filter((w) => w !== undefined).join('/');
+        const drains = which === 'drain' ? `; ${logs.length} drains (${helpers} helpers), header wait ms ${waits || '-'}` : '';
+        console.log(`${which} N=${n}: ${Math.round(n / (ms / 1000))} req/s, workerd CPU ${Math.round((cpu * 1000) / n)} ms per 1000 (${Math.round(sysShare * 100)}% in the kernel), ${statements} transactions; PostgreSQL (enqueue included) ${Math.round((pg * 1000) / n)} ms, bench+target ${Math.round((nodeMs * 1000) / n)} ms per 1000${drains}`);
         await stack.sql`truncate net._http_response`.catch(() => {});
       }
     }

@@ -28,6 +28,9 @@ export interface DrainLog {
   duration_ms?: number;
   error?: string;
   last_error?: string;
+  /** A helper drain (another invocation started by a trigger's drain, see FETCH_SLOTS). */
+  helper?: boolean;
+  header_wait_ms?: number;
 }
 
 export interface Stack {

@@ -61,12 +61,17 @@ const RECORD_MAX_BYTES = 8 * 1024 * 1024;
  */
 const SLOW_AFTER_MS = 1000;
 const SLOW_CAP = 2;
+/** The least time every fetch slot must have waited for headers before a drain counts as stuck. */
+const STUCK_MIN_MS = 100;
 /**
- * Rows claimed ahead of free slots, at most this many times `concurrency` and twice batch_size
- * (see aheadLimit). A claim under load takes 5-30 ms (up to ~150 ms), so the rows waiting must
- * outlast it: with 4 × concurrency, 15% of freed slots found nothing to start.
+ * Rows claimed ahead of free slots: what the drain starts in this long at its completion rate,
+ * at most twice batch_size (see aheadLimit). A claim under load takes 5-30 ms (up to ~150 ms),
+ * so the rows waiting must outlast it (with 4 × concurrency ahead, 15% of freed slots found
+ * nothing to start); by time rather than by `concurrency`, because a drain with few fetch slots
+ * and fast targets starts thousands per second, and one with slow targets should not hold rows
+ * its helpers could send.
  */
-const CLAIM_AHEAD = 16;
+const AHEAD_MS = 250;
 const MIN_AHEAD_WAIT_MS = 1000;
 /** How often a busy drain checks for pokes when nothing else wakes it. */
 const POKE_TICK_MS = 10;
@@ -84,6 +89,14 @@ const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
  * below the hint that an expired lease freed.
  */
 const FULL_CLAIM_EVERY_MS = 5000;
+/**
+ * With fetch slots all taken and rows waiting, the drain is saturated (see saturated()) only if
+ * responses take at least this long to start (targetsSlow): then one invocation's slots limit
+ * the rate (5 slots at 100 ms: 50 requests/s) and a helper drain multiplies it.
+ */
+const HELPER_WAIT_MS = 10;
+/** Header waits that targetsSlow looks at (the most recent). */
+const RECENT_WAITS = 16;
 /** Claim this long after a request's not_before, so the database's clock has surely passed it. */
 const DUE_SLACK_MS = 25;
 
@@ -151,6 +164,13 @@ export class Drain {
   /** Requests whose fetch has not yet resolved (waiting for response headers). */
   private awaitingHeaders = 0;
   private readonly fetchSlots: number;
+  /** Times to response headers (ms): the last RECENT_WAITS, and the count and total of all. */
+  private readonly recentWaits: number[] = [];
+  private headerWaits = 0;
+  /** stuckAfterMs's last answer and the headerWaits count it was computed at. */
+  private stuckAfter = SLOW_AFTER_MS;
+  private stuckAfterAt = -1;
+  private headerWaitTotal = 0;
   private readonly onSaturated: (() => void) | undefined;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
@@ -160,6 +180,8 @@ export class Drain {
   private startedAt = new Map<string, number>();
   private claimInFlight = false;
   private releaseInFlight = false;
+  /** Claimed rows this drain won't send, to give back (net._release). */
+  private unsent: string[] = [];
   /** Highest id claimed so far (ids as decimal text: bigint). */
   private claimAfter: string | null = null;
   private lastFullClaimAt = 0;
@@ -217,13 +239,14 @@ export class Drain {
         ? fetchFn
         : (input, init) => {
             this.awaitingHeaders++;
+            const at = Date.now();
             return fetchFn(input, init).then(
               (response) => {
-                this.headersArrived();
+                this.headersArrived(at);
                 return response;
               },
               (error: unknown) => {
-                this.headersArrived();
+                this.headersArrived(at);
                 throw error;
               },
             );
@@ -400,9 +423,9 @@ export class Drain {
   /**
    * How many rows to hold claimed ahead of free slots, so a freed slot starts its next request
    * without waiting for a claim round trip (and claims come in bigger, cheaper batches): what the
-   * recent completion rate will start before the budget ends, at most CLAIM_AHEAD × concurrency
-   * and twice batch_size (one claim's worth waiting while the next is taken); none until there
-   * is a rate to go by, so a short budget never claims rows it won't start.
+   * completion rate will start in AHEAD_MS (and before the budget ends), at most twice batch_size
+   * (one claim's worth waiting while the next is taken); none until there is a rate to go by, so
+   * a short budget never claims rows it won't start.
    */
   private aheadLimit(now: number): number {
     if (this.completed < this.opts.concurrency || now <= this.firstDoneAt) return 0;
@@ -410,8 +433,7 @@ export class Drain {
     if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
     const perMs = this.completed / (now - this.firstDoneAt);
     const remaining = this.opts.budgetMs - (now - this.started);
-    const cap = Math.min(2 * this.opts.batchSize, CLAIM_AHEAD * this.opts.concurrency);
-    return Math.max(0, Math.min(cap, Math.floor(perMs * remaining)));
+    return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
   }
 
   /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
@@ -425,18 +447,26 @@ export class Drain {
     const now = Date.now();
     while (this.ready.length > 0 && this.freeSlots(now) > 0) {
       const { request, claimedAt } = this.ready.shift()!;
-      // A row that waited too long is left leased (a later drain takes it after the lease ends)
-      // rather than sent late: its lease could end mid-flight (a second drain would send it
-      // again), or it would no longer finish before the hard limit.
+      // A row that waited too long is given back unsent (a later drain takes it) rather than
+      // sent late: its lease could end mid-flight (a second drain would send it again), or it
+      // would no longer finish before the hard limit.
       const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
       const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
-      if (stale || tooLate) continue;
+      if (stale || tooLate) {
+        this.unsent.push(request.id);
+        continue;
+      }
       this.launch(request);
     }
+    if (this.unsent.length > 0) this.giveBack();
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
-  private headersArrived(): void {
+  private headersArrived(startedAt: number): void {
+    const waited = Date.now() - startedAt;
+    this.recentWaits[this.headerWaits % RECENT_WAITS] = waited;
+    this.headerWaits++;
+    this.headerWaitTotal += waited;
     this.awaitingHeaders--;
     if (this.ready.length > 0) this.fill();
   }
@@ -475,13 +505,22 @@ export class Drain {
    */
   private saturated(now: number): boolean {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
-    if (this.stuck(now)) {
-      // Rows claimed ahead would wait for the slow ones: give them back for another drain.
-      if (this.ready.length > 0) this.releaseReady();
-      return true;
-    }
-    // Rows wait for a slot and the last claim was full: the queue likely holds more.
-    return this.ready.length > 0 && this.empty === 'no';
+    if (this.stuck(now)) return true;
+    // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
+    // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
+    // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
+    return this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+  }
+
+  /**
+   * Even the quickest of the recent responses took HELPER_WAIT_MS to start: the targets are
+   * slow. The minimum, not the mean: a busy isolate delays every response a little (so the mean
+   * rises with load and more drains would only add to it), but fast targets still answer some
+   * requests within a few ms.
+   */
+  private targetsSlow(): boolean {
+    if (this.recentWaits.length < RECENT_WAITS) return false;
+    return Math.min(...this.recentWaits) >= HELPER_WAIT_MS;
   }
 
   /** Every fetch slot taken and every request in flight older than SLOW_AFTER_MS. */
@@ -490,16 +529,39 @@ export class Drain {
     // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).
     let youngest = 0;
     for (const at of this.startedAt.values()) youngest = at;
-    return youngest > 0 && now - youngest >= SLOW_AFTER_MS;
+    return youngest > 0 && now - youngest >= this.stuckAfterMs();
   }
 
+  /**
+   * How long every slot must have waited for the drain to count as stuck: ten times the usual
+   * (median recent) header wait, between STUCK_MIN_MS and SLOW_AFTER_MS. Against ~1 ms targets a
+   * 5 s one shows in 100 ms; against 100 ms targets it takes a second.
+   */
+  private stuckAfterMs(): number {
+    if (this.recentWaits.length === 0) return SLOW_AFTER_MS;
+    if (this.stuckAfterAt !== this.headerWaits) {
+      const sorted = [...this.recentWaits].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)]!;
+      this.stuckAfter = Math.min(SLOW_AFTER_MS, Math.max(STUCK_MIN_MS, 10 * median));
+      this.stuckAfterAt = this.headerWaits;
+    }
+    return this.stuckAfter;
+  }
+
+  /** Every fetch slot stuck on slow requests: the rows claimed ahead would wait for them. */
   private releaseReady(): void {
-    if (this.releaseInFlight) return;
-    const rows = this.ready.splice(0);
+    for (const { request } of this.ready.splice(0)) this.unsent.push(request.id);
+    this.giveBack();
+  }
+
+  /** Gives the unsent rows back to the queue (net._release), one statement at a time. */
+  private giveBack(): void {
+    if (this.releaseInFlight || this.unsent.length === 0 || this.databaseDown) return;
+    const ids = this.unsent.splice(0);
     // Not sent by this drain: they don't count against its request cap or in its stats.
-    this.claimed -= rows.length;
+    this.claimed -= ids.length;
     this.releaseInFlight = true;
-    release(this.sql, this.owner, rows.map((r) => r.request.id))
+    release(this.sql, this.owner, ids)
       .then(
         () => {},
         (error: unknown) => {
@@ -509,6 +571,8 @@ export class Drain {
       )
       .finally(() => {
         this.releaseInFlight = false;
+        // Rows given up on meanwhile go in the next statement.
+        this.giveBack();
         this.signal();
       });
   }
@@ -720,6 +784,7 @@ export class Drain {
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
+      if (this.ready.length > 0 && this.stuck(now)) this.releaseReady();
       if (this.onSaturated && this.saturated(now)) this.onSaturated();
       const busy =
         this.claimInFlight ||
@@ -752,6 +817,7 @@ export class Drain {
       errors: this.errors,
       stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
     };
+    if (this.headerWaits > 0) stats.header_wait_ms = Math.round(this.headerWaitTotal / this.headerWaits);
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;

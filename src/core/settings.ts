@@ -15,6 +15,7 @@ export interface SettingVars {
   LINGER_MS?: string | undefined;
   SUBREQUEST_LIMIT?: string | undefined;
   FETCH_SLOTS?: string | undefined;
+  DRAINS?: string | undefined;
 }
 
 /** What net._config() returns (unknown until checked: it comes from the database). */
@@ -40,10 +41,14 @@ export interface Settings {
   subrequestLimit: number;
   /**
    * Requests one Worker drain (one invocation) has waiting for response headers at once:
-   * Cloudflare lets an invocation have 6 connections waiting and queues the rest. A trigger runs
-   * up to ceil(concurrency / fetchSlots) drains, each in its own invocation.
+   * Cloudflare lets an invocation have 6 connections waiting and queues the rest.
    */
   fetchSlots: number;
+  /**
+   * Drains one trigger (cron or nudge) runs at most, each in its own invocation: the starting
+   * one and helpers it starts when its targets are slow or its slots are stuck on slow requests.
+   */
+  drains: number;
 }
 
 export const DEFAULTS = {
@@ -61,6 +66,8 @@ export const DEFAULTS = {
   // 6 per invocation, less one for the database connection (whether connect() sockets count
   // against the 6 is not documented; a queued query would stall the drain).
   fetchSlots: 5,
+  // 16 × 5 = 80 requests waiting for headers at once across a trigger's drains.
+  drains: 16,
 } as const;
 
 export class SettingsError extends Error {
@@ -123,6 +130,7 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
       ? integer('SUBREQUEST_LIMIT', vars.SUBREQUEST_LIMIT, 1, 10_000_000)
       : DEFAULTS.subrequestLimit,
     fetchSlots: given(vars.FETCH_SLOTS) ? integer('FETCH_SLOTS', vars.FETCH_SLOTS, 1, 10_000) : DEFAULTS.fetchSlots,
+    drains: given(vars.DRAINS) ? integer('DRAINS', vars.DRAINS, 1, 1000) : DEFAULTS.drains,
   };
 }
 

@@ -90,6 +90,8 @@ export interface DrainStats {
   errors: number; // outcomes with error_msg
   stopped: 'empty' | 'budget' | 'database';
   last_error?: string;
+  /** Mean time from sending a request to its response headers (only with fetchSlots), ms. */
+  header_wait_ms?: number;
   /** A Worker trigger's drain: its helper drains (other invocations) and their totals, added in. */
   helpers?: number;
 }

@@ -134,7 +134,7 @@ function helperSpec(props: unknown): HelperSpec | null {
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
 const HELPER_GAP_MS = 50;
 /** After a helper found nothing to claim, no new one for this long. */
-const HELPER_QUIET_MS = 1000;
+const HELPER_QUIET_MS = 250;
 /** A helper needs at least this much budget left to be worth its connection. */
 const HELPER_MIN_BUDGET_MS = 1000;
 
@@ -221,8 +221,7 @@ function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainSta
 
 function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number, maxRequests: number): DrainOptions {
   return {
-    // CONCURRENCY is shared by the trigger's drains, FETCH_SLOTS each (see drainsPerTrigger).
-    concurrency: Math.min(settings.concurrency, settings.fetchSlots),
+    concurrency: settings.concurrency,
     fetchSlots: settings.fetchSlots,
     batchSize: settings.batchSize,
     budgetMs,
@@ -233,11 +232,6 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
     userAgent: settings.userAgent,
     maxRequests,
   };
-}
-
-/** Drains one trigger runs at most (itself and its helpers): CONCURRENCY in FETCH_SLOTS-sized invocations. */
-function drainsPerTrigger(settings: Pick<Settings, 'concurrency' | 'fetchSlots'>): number {
-  return Math.ceil(settings.concurrency / settings.fetchSlots);
 }
 
 async function runDrain(
@@ -265,7 +259,7 @@ async function runDrain(
     const hardLimitMs = helper ? helper.hardLimitMs : trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
     const owner = crypto.randomUUID();
     // A starting drain may start helpers; a helper starts none (the starting drain counts them).
-    const helpers = helper ? null : new Helpers(ctx, env, drainsPerTrigger(settings) - 1, (now) => ({
+    const helpers = helper ? null : new Helpers(ctx, env, settings.drains - 1, (now) => ({
       trigger,
       parent: owner,
       budgetMs: budgetMs - (now - started),
@@ -273,7 +267,7 @@ async function runDrain(
       vars: stringVars(env),
     }));
     // Starting a helper is a subrequest of this invocation too.
-    const maxRequests = Math.max(1, settings.subrequestLimit - (helpers ? drainsPerTrigger(settings) - 1 : 0));
+    const maxRequests = Math.max(1, settings.subrequestLimit - (helpers ? settings.drains - 1 : 0));
     const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs, maxRequests), {
       owner,
       // Helpers stop when the queue is empty: the starting drain is the one nudges find.

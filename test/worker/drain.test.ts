@@ -328,12 +328,22 @@ describe('drain end to end', () => {
 
   it('with more work than its fetch slots, the drain reports itself saturated (a Worker then starts a helper drain)', async () => {
     const prefix = uniquePrefix('saturated');
-    for (let i = 0; i < 30; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
+    const label = `sat${Date.now().toString(36)}`;
+    // Targets that take 30 ms to answer, claims of 5 (batch size) coming back full while the
+    // queue holds more: one slot is what limits the rate, so the drain is saturated.
+    for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}/held/30/${label}/${i}`})::text as id`);
     let calls = 0;
-    // Claims of 5 (batch size) come back full while the queue holds more: saturated.
     const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => calls++ });
-    expect(busy).toMatchObject({ claimed: 30, recorded: 30, errors: 0 });
+    expect(busy).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
+    expect(busy.header_wait_ms).toBeGreaterThanOrEqual(30);
     expect(calls).toBeGreaterThan(0);
+
+    // The same with targets answering at once: more drains would only share this isolate's CPU.
+    let fastCalls = 0;
+    for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
+    const fast = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => fastCalls++ });
+    expect(fast).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
+    expect(fastCalls).toBe(0);
 
     // Slots held by slow requests past SLOW_AFTER_MS, the queue not known to be empty: saturated.
     const slowCalls: number[] = [];

@@ -17,6 +17,7 @@ describe('parseSettings', () => {
       lingerMs: 1000,
       subrequestLimit: 9000,
       fetchSlots: 5,
+      drains: 16,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -37,6 +38,7 @@ describe('parseSettings', () => {
         LINGER_MS: '0',
         SUBREQUEST_LIMIT: '45',
         FETCH_SLOTS: '6',
+        DRAINS: '3',
       },
     );
     expect(s).toEqual({
@@ -51,6 +53,7 @@ describe('parseSettings', () => {
       lingerMs: 0,
       subrequestLimit: 45,
       fetchSlots: 6,
+      drains: 3,
     });
   });
 
@@ -85,6 +88,8 @@ describe('parseSettings', () => {
     ['SUBREQUEST_LIMIT', 'lots'],
     ['FETCH_SLOTS', '0'],
     ['FETCH_SLOTS', '2.5'],
+    ['DRAINS', '0'],
+    ['DRAINS', 'many'],
     ['TTL', "1 hour'; drop table x; --"],
     ['TTL', 'forever'],
   ])('%s=%j is rejected with an error naming the variable', (name, value) => {

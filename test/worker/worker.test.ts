@@ -96,20 +96,20 @@ describe('POST /nudge', () => {
 
   it('slow targets holding a drain\'s fetch slots: helper drains in other invocations send the rest meanwhile', async () => {
     // FETCH_SLOTS=1: one request waiting for headers per invocation (production allows 6).
-    // Two slow requests first, then fast ones; with CONCURRENCY=1 (one drain) the fast ones wait
-    // for the slow ones, with CONCURRENCY=4 (four drains) they don't.
-    const run = async (concurrency: string) => {
-      const prefix = uniquePrefix(`helpers${concurrency}`);
+    // Two slow requests first, then fast ones; with DRAINS=1 the fast ones wait for the slow
+    // ones, with DRAINS=4 they don't.
+    const run = async (drains: string) => {
+      const prefix = uniquePrefix(`helpers${drains}`);
       await db.sql`delete from net._http_response`;
       const slow = await db.sql<{ id: string }[]>`
         select net.http_get(${`${target}/delay/2500`}, timeout_milliseconds => 10000)::text as id from generate_series(1, 2)`;
       await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 10) g`;
       const logs = captureLogs();
       const started = Date.now();
-      const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '1', CONCURRENCY: concurrency });
+      const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '1', DRAINS: drains });
       expect((await response).status).toBe(202);
       let fastDoneAt = 0;
-      for (let slowDone = false; !slowDone; ) {
+      for (let slowDone = false; !slowDone || fastDoneAt === 0; ) {
         const slowIds = slow.map((r) => r.id).join(',');
         const [row] = await db.sql<{ fast: number; slow: number }[]>`
           select count(*) filter (where id <> all(string_to_array(${slowIds}, ',')::bigint[]))::int as fast,
@@ -117,7 +117,7 @@ describe('POST /nudge', () => {
           from net._http_response`;
         if (fastDoneAt === 0 && row!.fast >= 10) fastDoneAt = Date.now() - started;
         slowDone = row!.slow === 2;
-        if (!slowDone) await new Promise((r) => setTimeout(r, 20));
+        if (!slowDone || fastDoneAt === 0) await new Promise((r) => setTimeout(r, 20));
       }
       await waitOnExecutionContext(ctx);
       expect(Object.values(await hits(prefix))).toEqual(Array(10).fill(1));
