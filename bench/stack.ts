@@ -42,6 +42,8 @@ export interface Stack {
   workerUrl: string;
   workerdPid: number | null;
   concurrency: number;
+  /** The Worker's FETCH_SLOTS: requests one drain (one invocation) has waiting for headers at once. */
+  fetchSlots: number;
   /** The Worker's LINGER_MS (how long a drain stays after the queue empties). */
   lingerMs: number;
   maxResponseBytes: number;
@@ -241,6 +243,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await relay.ready;
 
     const concurrency = Number(vars.CONCURRENCY ?? '32');
+    const fetchSlots = vars.FETCH_SLOTS ? Number(vars.FETCH_SLOTS) : DEFAULTS.fetchSlots;
     const lingerMs = vars.LINGER_MS ? Number(vars.LINGER_MS) : DEFAULTS.lingerMs;
     const maxResponseBytes = Number(vars.MAX_RESPONSE_BYTES ?? String(2_097_152));
     return {
@@ -251,6 +254,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       workerUrl,
       workerdPid,
       concurrency,
+      fetchSlots,
       lingerMs,
       maxResponseBytes,
       relay,

@@ -1243,7 +1243,9 @@ $$;
 
 -- Gives back rows a drain claimed but has not started (its fetch slots are all held by slow
 -- requests, and another drain can send them now): free at once, as if never claimed (the claim's
--- attempt is taken back). Rows this owner no longer holds are left alone. Returns how many.
+-- attempt is taken back). They are marked due now (not_before), so net._claim finds them on its
+-- due path even when the claiming drain's after_id hint is past them. Rows this owner no longer
+-- holds are left alone. Returns how many.
 create or replace function net._release(owner text, ids text)
 returns int
 language sql
@@ -1254,6 +1256,7 @@ as $$
     update net.http_request_queue q
        set lease_owner   = null,
            lease_expires = null,
+           not_before    = clock_timestamp(),
            attempts      = greatest(q.attempts - 1, 0)
      where q.id = any(string_to_array(ids, ',')::bigint[])
        and q.lease_owner = owner

@@ -132,9 +132,9 @@ function helperSpec(props: unknown): HelperSpec | null {
 }
 
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
-const HELPER_GAP_MS = 50;
+const HELPER_GAP_MS = 10;
 /** After a helper found nothing to claim, no new one for this long. */
-const HELPER_QUIET_MS = 250;
+const HELPER_QUIET_MS = 100;
 /** A helper needs at least this much budget left to be worth its connection. */
 const HELPER_MIN_BUDGET_MS = 1000;
 

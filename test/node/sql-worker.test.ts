@@ -237,8 +237,13 @@ describe('net._release', () => {
       expect.objectContaining({ lease_owner: 'drain-a', attempts: 1 }),
       expect.objectContaining({ lease_owner: 'drain-b', attempts: 1 }),
     ]);
-    // Free for anyone now, oldest first.
-    expect((await claim(sql, 'drain-c', 5)).map((r) => r.id)).toEqual([ids[0], ids[1]]);
+    // Free for anyone now, oldest first, even for a claim whose after_id hint is past them
+    // (they are due now, so the claim's due path finds them).
+    const hinted = await sql<Claimed[]>`select * from net._claim('drain-c', 5, 30000, null, ${ids[3]!}::bigint)`;
+    expect(hinted.map((r) => r.id)).toEqual([ids[0], ids[1]]);
+    expect(hinted.map((r) => r.attempts)).toEqual([1, 1]);
+    const [cleared] = await sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue where not_before is not null`;
+    expect(cleared!.n).toBe(0);
   });
 
   it('a malformed id list is an error and releases nothing', async () => {
