@@ -97,6 +97,9 @@ const FULL_CLAIM_EVERY_MS = 5000;
 const HELPER_WAIT_MS = 10;
 /** Header waits that targetsSlow looks at (the most recent). */
 const RECENT_WAITS = 16;
+/** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
+const SUSPECTED_GAP_MS = 250;
+const SUSPECTED_GAP_MAX_MS = 4000;
 /** Claim this long after a request's not_before, so the database's clock has surely passed it. */
 const DUE_SLACK_MS = 25;
 
@@ -180,6 +183,9 @@ export class Drain {
   private startedAt = new Map<string, number>();
   private claimInFlight = false;
   private releaseInFlight = false;
+  /** With the queue looking empty and requests in flight, the next claim waits until then. */
+  private suspectedRetryAt = 0;
+  private suspectedGapMs = SUSPECTED_GAP_MS / 2;
   /** Claimed rows this drain won't send, to give back (net._release). */
   private unsent: string[] = [];
   /** Highest id claimed so far (ids as decimal text: bigint). */
@@ -354,8 +360,10 @@ export class Drain {
     // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
     // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
     if (this.ready.length >= Math.max(this.opts.concurrency, this.aheadLimit(now) / 2)) return false;
-    // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure.
-    if (this.empty === 'suspected' && (this.inFlight > 0 || this.ready.length > 0)) return false;
+    // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure;
+    // while slow requests keep it in flight, look again now and then (rows another drain gave
+    // back, or whose lease expired, would otherwise wait for them).
+    if (this.empty === 'suspected' && (this.inFlight > 0 || this.ready.length > 0) && now < this.suspectedRetryAt) return false;
     return true;
   }
 
@@ -398,8 +406,13 @@ export class Drain {
             this.empty = 'no';
           } else if (rows.length < want) {
             this.empty = rows.length === 0 && idleAtIssue ? 'confirmed' : 'suspected';
+            // Back off while the queue stays empty: 250 ms, 500 ms, … up to 4 s between looks.
+            const gap = rows.length > 0 ? SUSPECTED_GAP_MS : Math.min(SUSPECTED_GAP_MAX_MS, 2 * this.suspectedGapMs);
+            this.suspectedGapMs = gap;
+            this.suspectedRetryAt = Date.now() + gap;
           } else {
             this.empty = 'no';
+            this.suspectedGapMs = SUSPECTED_GAP_MS / 2;
           }
         },
         (error: unknown) => {
@@ -752,6 +765,9 @@ export class Drain {
 
   private nextTimer(now: number): number | null {
     let next = this.nextSlowAt(now);
+    if (this.empty === 'suspected' && !this.claimInFlight && this.suspectedRetryAt > now && this.claimPossible(now)) {
+      next = Math.min(next, this.suspectedRetryAt);
+    }
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
       next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));

@@ -106,6 +106,8 @@ interface HelperSpec {
   parent: string;
   budgetMs: number;
   hardLimitMs: number;
+  /** Helpers this helper may start itself (a share of the trigger's DRAINS − 1, see Helpers). */
+  tokens: number;
   /**
    * The starting invocation's string variables and secrets: a helper runs with exactly its
    * configuration, even if a deploy changed them meanwhile (bindings such as HYPERDRIVE are the
@@ -124,11 +126,12 @@ function helperSpec(props: unknown): HelperSpec | null {
   if (typeof props !== 'object' || props === null) return null;
   const spec = (props as { drainHelper?: unknown }).drainHelper;
   if (typeof spec !== 'object' || spec === null) return null;
-  const { trigger, parent, budgetMs, hardLimitMs, vars } = spec as Record<string, unknown>;
+  const { trigger, parent, budgetMs, hardLimitMs, tokens, vars } = spec as Record<string, unknown>;
   if ((trigger !== 'cron' && trigger !== 'nudge') || typeof parent !== 'string') return null;
   if (typeof budgetMs !== 'number' || typeof hardLimitMs !== 'number' || !(budgetMs > 0 && hardLimitMs > budgetMs)) return null;
+  if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 0) return null;
   if (typeof vars !== 'object' || vars === null) return null;
-  return { trigger, parent, budgetMs, hardLimitMs, vars: vars as Record<string, string> };
+  return { trigger, parent, budgetMs, hardLimitMs, tokens, vars: vars as Record<string, string> };
 }
 
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
@@ -139,12 +142,17 @@ const HELPER_QUIET_MS = 100;
 const HELPER_MIN_BUDGET_MS = 1000;
 
 /**
- * Helper drains for one trigger. An invocation may have only 6 connections waiting for response
+ * Helper drains for one drain. An invocation may have only 6 connections waiting for response
  * headers (FETCH_SLOTS each drain); when its drain has more work than that, another drain runs
  * in another invocation (a request to this Worker through ctx.exports), with slots of its own.
+ * A trigger's drains are counted with tokens, not in shared memory (helpers may run in other
+ * isolates): the starting drain has DRAINS − 1, and each helper it starts takes one plus about
+ * half of those left, to start helpers of its own when it gets stuck in turn (a starting drain
+ * that finished, or isn't stuck itself, would otherwise start none); they come back when it ends.
  */
 class Helpers {
-  private live = 0;
+  /** Tokens held by helpers running now (each: itself plus those it was given). */
+  private used = 0;
   private lastAt = 0;
   private readonly started: Promise<DrainStats | null>[] = [];
   private unavailable = false;
@@ -154,14 +162,15 @@ class Helpers {
   constructor(
     private readonly ctx: ExecutionContext,
     private readonly env: Env,
-    private readonly max: number,
-    private readonly spec: (now: number) => HelperSpec,
+    private readonly tokens: number,
+    private readonly spec: (now: number, tokens: number) => HelperSpec,
   ) {}
 
   spawn(): void {
     const now = Date.now();
-    if (this.unavailable || this.live >= this.max || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return;
-    const spec = this.spec(now);
+    const available = this.tokens - this.used;
+    if (this.unavailable || available <= 0 || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return;
+    const spec = this.spec(now, Math.floor((available - 1) / 2));
     if (spec.budgetMs < HELPER_MIN_BUDGET_MS) return;
     const loopback = this.ctx.exports?.default;
     if (!loopback) {
@@ -170,7 +179,8 @@ class Helpers {
       return;
     }
     this.lastAt = now;
-    this.live++;
+    const held = 1 + spec.tokens;
+    this.used += held;
     const done = loopback({ props: { drainHelper: spec } })
       .fetch('https://pg-net-edge.internal/drain-helper', { method: 'POST' })
       .then(
@@ -191,7 +201,7 @@ class Helpers {
         },
       )
       .finally(() => {
-        this.live--;
+        this.used -= held;
       });
     this.started.push(done);
   }
@@ -210,6 +220,8 @@ function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainSta
   const total: DrainStats = { ...stats, helpers: helped.length };
   for (const h of helped) {
     if (!h) continue;
+    // A helper's stats include the helpers it started.
+    total.helpers! += h.helpers ?? 0;
     total.claimed += h.claimed;
     total.recorded += h.recorded;
     total.errors += h.errors;
@@ -258,23 +270,24 @@ async function runDrain(
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
     const hardLimitMs = helper ? helper.hardLimitMs : trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
     const owner = crypto.randomUUID();
-    // A starting drain may start helpers; a helper starts none (the starting drain counts them).
-    const helpers = helper ? null : new Helpers(ctx, env, settings.drains - 1, (now) => ({
+    const tokens = helper ? helper.tokens : settings.drains - 1;
+    const helpers = new Helpers(ctx, env, tokens, (now, given) => ({
       trigger,
       parent: owner,
       budgetMs: budgetMs - (now - started),
       hardLimitMs: hardLimitMs - (now - started),
-      vars: stringVars(env),
+      tokens: given,
+      vars: helper ? helper.vars : stringVars(env),
     }));
     // Starting a helper is a subrequest of this invocation too.
-    const maxRequests = Math.max(1, settings.subrequestLimit - (helpers ? settings.drains - 1 : 0));
+    const maxRequests = Math.max(1, settings.subrequestLimit - tokens);
     const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs, maxRequests), {
       owner,
       // Helpers stop when the queue is empty: the starting drain is the one nudges find.
       lingerMs: helper ? 0 : settings.lingerMs,
       // The starting drain writes the heartbeat once its helpers are done, with their totals.
       heartbeat: false,
-      ...(helpers ? { onSaturated: () => helpers.spawn() } : {}),
+      ...(tokens > 0 ? { onSaturated: () => helpers.spawn() } : {}),
     });
     run.drain = drain;
     const stats = await drain.run();
@@ -284,10 +297,8 @@ async function runDrain(
       ...stats,
       ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
     });
-    if (!helpers) return stats;
-    const helped = await helpers.settled();
-    const total = withHelpers(stats, helped);
-    if (total.stopped !== 'database') await writeHeartbeat(sql, total);
+    const total = withHelpers(stats, await helpers.settled());
+    if (helper === null && total.stopped !== 'database') await writeHeartbeat(sql, total);
     return total;
   } catch (error) {
     log({ event: 'drain', ...label, error: redact(messageOf(error), env) });

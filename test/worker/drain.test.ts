@@ -397,6 +397,22 @@ describe('drain end to end', () => {
     expect((await response(slow))?.content).toBe('delayed 2500');
   });
 
+  it('while a slow request keeps a drain busy, it looks for new rows now and then without a poke', async () => {
+    const prefix = uniquePrefix('suspected');
+    const slow = await queue(db.sql`select net.http_get(${`${target}/delay/2500`}, timeout_milliseconds => 10000)::text as id`);
+    const running = new Drain(db.sql, fetch, options()).run();
+    await until('the slow request in flight', async () => (await db.sql`
+      select 1 from net.http_request_queue where id = ${slow}::bigint and lease_owner is not null`).length === 1);
+    const queuedAt = Date.now();
+    for (let i = 0; i < 3; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
+    // The drain's last claim came back short (the queue looked empty); these arrive later, with
+    // no poke: it still sends them within about a second, not after the slow request.
+    await until('new rows sent', async () => Object.keys(await hits(prefix)).length === 3, 2000);
+    expect(Date.now() - queuedAt).toBeLessThan(2000);
+    expect(await response(slow)).toBeUndefined();
+    expect(await running).toMatchObject({ claimed: 4, recorded: 4, errors: 0 });
+  });
+
   it('never claims a request whose timeout cannot finish before the hard limit', async () => {
     const long = await queue(db.sql`select net.http_get(${`${target}/echo/long`}, timeout_milliseconds => 60000)::text as id`);
     const short = await queue(db.sql`select net.http_get(${`${target}/echo/short`}, timeout_milliseconds => 1000)::text as id`);
