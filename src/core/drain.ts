@@ -40,10 +40,10 @@ export interface DrainExtras {
   /** Response bytes held for recording (buffered or being written) above which no request starts. Default BUFFER_LIMIT_BYTES. */
   bufferLimitBytes?: number;
   /**
-   * Called (repeatedly; the caller rate-limits) while the drain has more work than its fetch
-   * slots (DrainOptions.fetchSlots) let it start: rows wait unstarted, or every slot has waited
-   * for headers longer than SLOW_AFTER_MS while the queue may hold more. A Worker answers by
-   * starting another drain in another invocation, which has slots of its own.
+   * Called (repeatedly; the caller rate-limits) while the drain's fetch slots
+   * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow, or every
+   * slot is stuck on a slow request while the queue may hold more (see saturated()). A Worker
+   * answers by starting another drain in another invocation, which has slots of its own.
    */
   onSaturated?: () => void;
 }
@@ -185,6 +185,7 @@ export class Drain {
   private releaseInFlight = false;
   /** With the queue looking empty and requests in flight, the next claim waits until then. */
   private suspectedRetryAt = 0;
+  /** Doubled before use: the first look after an empty claim waits SUSPECTED_GAP_MS. */
   private suspectedGapMs = SUSPECTED_GAP_MS / 2;
   /** Claimed rows this drain won't send, to give back (net._release). */
   private unsent: string[] = [];
@@ -512,9 +513,9 @@ export class Drain {
   }
 
   /**
-   * More work than fetch slots: rows wait unstarted for a slot, or every slot has waited for
-   * headers past SLOW_AFTER_MS while the queue may hold more (slow targets would hold up the
-   * rest, and fetch slots, unlike `concurrency` slots, aren't released by being slow).
+   * More work than fetch slots: every slot is stuck while the queue may hold more (slow targets
+   * would hold up the rest, and fetch slots, unlike `concurrency` slots, aren't released by being
+   * slow), or rows wait for a slot against slow targets.
    */
   private saturated(now: number): boolean {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
@@ -536,7 +537,7 @@ export class Drain {
     return Math.min(...this.recentWaits) >= HELPER_WAIT_MS;
   }
 
-  /** Every fetch slot taken and every request in flight older than SLOW_AFTER_MS. */
+  /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
   private stuck(now: number): boolean {
     if (this.awaitingHeaders < this.fetchSlots) return false;
     // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).

@@ -102,7 +102,7 @@ type Trigger = 'cron' | 'nudge';
 /** What a helper drain's request carries: set only through this Worker's loopback binding. */
 interface HelperSpec {
   trigger: Trigger;
-  /** The starting drain's owner, for the logs. */
+  /** The owner of the drain that started this one, for the logs. */
   parent: string;
   budgetMs: number;
   hardLimitMs: number;
