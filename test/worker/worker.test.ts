@@ -154,6 +154,25 @@ describe('POST /nudge', () => {
     expect(alone.drains).toHaveLength(1);
   });
 
+  it('slow targets: the drain brings in helper drains, so more requests wait for headers at once than one invocation may', async () => {
+    // FETCH_SLOTS=2, DRAINS=3: each request takes 40 ms, so the slots, not the CPU, limit a
+    // drain; with helpers up to 6 are held at once, never more (DRAINS × FETCH_SLOTS).
+    const label = `slowtargets${Date.now().toString(36)}`;
+    await db.sql`select net.http_get(${`${target}/held/40/${label}/`} || g) from generate_series(1, 120) g`;
+    const logs = captureLogs();
+    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '2', DRAINS: '3' });
+    expect((await response).status).toBe(202);
+    await waitOnExecutionContext(ctx);
+    expect((await counts(db.sql)).queued).toBe(0);
+    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
+    expect(held.max).toBeGreaterThan(2);
+    expect(held.max).toBeLessThanOrEqual(6);
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(drains.filter((l) => l.helper === true).length).toBeGreaterThan(0);
+    expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(120);
+    expect(Object.values(await hits(`/held/40/${label}/`))).toEqual(Array(120).fill(1));
+  });
+
   it('two nudges at once coalesce into one drain', async () => {
     const prefix = uniquePrefix('coalesce');
     await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 10) g`;
