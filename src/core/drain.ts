@@ -442,10 +442,15 @@ export class Drain {
    * a short budget never claims rows it won't start.
    */
   private aheadLimit(now: number): number {
-    if (this.completed < this.opts.concurrency || now <= this.firstDoneAt) return 0;
+    // A rate to go by: as many completions as requests may be in flight (or wait for headers).
+    if (this.completed < Math.min(this.opts.concurrency, this.fetchSlots) || now <= this.firstDoneAt) return 0;
     // Rows may wait up to half the lease margin (see fill): with a tiny margin, don't wait at all.
     if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
-    const perMs = this.completed / (now - this.firstDoneAt);
+    // Measured from the first completion once `concurrency` have completed; before that from
+    // the start (lower, never wild: two completions a millisecond apart made a rate that claimed
+    // the whole queue, leaving helpers nothing).
+    const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
+    const perMs = this.completed / Math.max(1, now - since);
     const remaining = this.opts.budgetMs - (now - this.started);
     return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
   }

@@ -173,6 +173,23 @@ describe('POST /nudge', () => {
     expect(Object.values(await hits(`/held/40/${label}/`))).toEqual(Array(120).fill(1));
   });
 
+  it('without ctx.exports (an old compatibility date) the drain says so once and drains alone', async () => {
+    const label = `noexports${Date.now().toString(36)}`;
+    await db.sql`select net.http_get(${`${target}/held/40/${label}/`} || g) from generate_series(1, 80) g`;
+    const logs = captureLogs();
+    const real = createExecutionContext();
+    const ctx = { waitUntil: (p: Promise<unknown>) => real.waitUntil(p), passThroughOnException: () => {}, props: {} };
+    const r = await worker.fetch(new Request('http://worker/nudge', { method: 'POST', headers: { Authorization: `Bearer ${SECRET}` } }), { ...workerEnv, FETCH_SLOTS: '2', DRAINS: '3' }, ctx);
+    expect(r.status).toBe(202);
+    await waitOnExecutionContext(real);
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(logs.filter((l) => l.event === 'helper' && /ctx\.exports is unavailable/.test(String(l.error)))).toHaveLength(1);
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(drains).toHaveLength(1);
+    expect(drains[0]).toMatchObject({ claimed: 80, recorded: 80, errors: 0 });
+    expect(((await (await fetch(`${target}/__held?label=${label}`)).json()) as { max: number }).max).toBeLessThanOrEqual(2);
+  });
+
   it('two nudges at once coalesce into one drain', async () => {
     const prefix = uniquePrefix('coalesce');
     await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 10) g`;
