@@ -539,7 +539,8 @@ export class Drain {
    */
   private targetsSlow(): boolean {
     if (this.recentWaits.length < RECENT_WAITS) return false;
-    return Math.min(...this.recentWaits) >= HELPER_WAIT_MS;
+    for (const waited of this.recentWaits) if (waited < HELPER_WAIT_MS) return false;
+    return true;
   }
 
   /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
@@ -558,7 +559,8 @@ export class Drain {
    */
   private stuckAfterMs(): number {
     if (this.recentWaits.length === 0) return SLOW_AFTER_MS;
-    if (this.stuckAfterAt !== this.headerWaits) {
+    // Re-sorted every few responses, not on every loop turn (this runs whenever the slots are full).
+    if (this.stuckAfterAt < 0 || this.headerWaits - this.stuckAfterAt >= RECENT_WAITS / 4) {
       const sorted = [...this.recentWaits].sort((a, b) => a - b);
       const median = sorted[Math.floor(sorted.length / 2)]!;
       this.stuckAfter = Math.min(SLOW_AFTER_MS, Math.max(STUCK_MIN_MS, 10 * median));
