@@ -413,6 +413,31 @@ describe('drain end to end', () => {
     expect(await running).toMatchObject({ claimed: 4, recorded: 4, errors: 0 });
   });
 
+  it('a give-back that fails leaves the rows leased, never lost: a later drain sends each once after the lease', async () => {
+    const prefix = uniquePrefix('releasefails');
+    for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/a${i}`}, timeout_milliseconds => 1000)::text as id`);
+    await queue(db.sql`select net.http_get(${`${target}/delay/1500`}, timeout_milliseconds => 3000)::text as id`);
+    for (let i = 0; i < 20; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/b${i}`}, timeout_milliseconds => 1000)::text as id`);
+    await db.sql`alter function net._release(text, text) rename to _release_gone`;
+    let first;
+    try {
+      first = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10, leaseMarginMs: 2000 }), { onSaturated: () => {} });
+    } finally {
+      await db.sql`alter function net._release_gone(text, text) rename to _release`;
+    }
+    expect(first.last_error).toMatch(/release: .*_release/);
+    // What it couldn't give back stays leased to it until timeout + margin (3 s), then is sent.
+    const [leased] = await db.sql<{ n: number }[]>`select count(*)::int as n from net.http_request_queue where lease_owner is not null`;
+    expect(leased!.n).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 3200));
+    const rest = await drain(db.sql, fetch, options());
+    expect(first.recorded + rest.recorded).toBe(29);
+    expect((await counts(db.sql)).queued).toBe(0);
+    const h = await hits(prefix);
+    expect(Object.keys(h).length).toBe(28);
+    expect(Object.values(h).every((n) => n === 1)).toBe(true);
+  });
+
   it('never claims a request whose timeout cannot finish before the hard limit', async () => {
     const long = await queue(db.sql`select net.http_get(${`${target}/echo/long`}, timeout_milliseconds => 60000)::text as id`);
     const short = await queue(db.sql`select net.http_get(${`${target}/echo/short`}, timeout_milliseconds => 1000)::text as id`);
