@@ -522,9 +522,9 @@ export class Drain {
    * would hold up the rest, and fetch slots, unlike `concurrency` slots, aren't released by being
    * slow), or rows wait for a slot against slow targets.
    */
-  private saturated(now: number): boolean {
+  private saturated(now: number, stuck: boolean): boolean {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
-    if (this.stuck(now)) return true;
+    if (stuck) return true;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
     // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
@@ -808,8 +808,9 @@ export class Drain {
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
-      if (this.ready.length > 0 && this.stuck(now)) this.releaseReady();
-      if (this.onSaturated && this.saturated(now)) this.onSaturated();
+      const stuck = this.stuck(now);
+      if (stuck && this.ready.length > 0) this.releaseReady();
+      if (this.onSaturated && this.saturated(now, stuck)) this.onSaturated();
       const busy =
         this.claimInFlight ||
         this.releaseInFlight ||

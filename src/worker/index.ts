@@ -277,7 +277,8 @@ async function runDrain(
       budgetMs: budgetMs - (now - started),
       hardLimitMs: hardLimitMs - (now - started),
       tokens: given,
-      vars: helper ? helper.vars : stringVars(env),
+      // A helper's env already carries its starter's variables (see the fetch handler).
+      vars: stringVars(env),
     }));
     // Starting a helper is a subrequest of this invocation too.
     const maxRequests = Math.max(1, settings.subrequestLimit - tokens);
