@@ -102,7 +102,7 @@ const vars = process.env.VARS ? (JSON.parse(process.env.VARS) as Record<string, 
 const stack = await startStack({ progress: (l) => process.stderr.write(`${l}\n`), ...(vars ? { vars } : {}), ...(timeOnly ? {} : { inspectorPort: port }) });
 if (timeOnly) {
   const seen = new Map<string, { rate: number[]; cpu: number[] }>();
-  // WHICH=drain,in-memory,ceiling: any of the three, alternating in that order.
+  // WHICH=drain,in-memory,slots,ceiling: any of these, alternating in that order.
   const kinds = process.env.WHICH?.split(',') ?? (inMemory ? ['in-memory', 'ceiling'] : ceiling ? ['drain', 'ceiling'] : ['drain']);
   try {
     for (let round = 0; round < Number(process.env.ROUNDS ?? '3'); round++) {
@@ -124,7 +124,8 @@ if (timeOnly) {
           ms = Number(last!.t) - committedAt;
           cpu = cpuMs(stack.workerdPid!) - cpuAtCommit;
         } else {
-          await stack.ceiling(n, `/hits/t-${Date.now()}-`, which === 'in-memory');
+          // 'slots': the bare loop with FETCH_SLOTS lanes (what one invocation may have waiting deployed).
+          await stack.ceiling(n, `/hits/t-${Date.now()}-`, which === 'in-memory', which === 'slots' ? stack.fetchSlots : undefined);
           ms = Date.now() - t0;
           cpu = cpuMs(stack.workerdPid!) - c0;
         }

@@ -95,6 +95,14 @@ const FULL_CLAIM_EVERY_MS = 5000;
  * the rate (5 slots at 100 ms: 50 requests/s) and a helper drain multiplies it.
  */
 const HELPER_WAIT_MS = 10;
+/**
+ * The drain's timer firing this late means its isolate is busy: header waits then measure the
+ * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
+ * would add to the backlog — seen as a cascade of 15-20 helpers at 70 ms waits where one drain
+ * alone waited 3 ms and was faster. No helpers for BUSY_HOLD_MS after such a late timer.
+ */
+const BUSY_LAG_MS = HELPER_WAIT_MS / 2;
+const BUSY_HOLD_MS = 1000;
 /** Header waits that targetsSlow looks at (the most recent). */
 const RECENT_WAITS = 16;
 /** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
@@ -225,6 +233,8 @@ export class Drain {
   private wake: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = 0;
+  /** Until then the isolate counts as busy (a timer fired BUSY_LAG_MS late): no helpers. */
+  private busyUntil = 0;
 
   private readonly executeOptions: ExecuteOptions;
   /** Every request's timeout on one timer (see deadlines.ts). */
@@ -318,6 +328,9 @@ export class Drain {
         this.timerAt = at;
         this.timer = setTimeout(() => {
           this.timer = undefined;
+          // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
+          const firedAt = Date.now();
+          if (firedAt - at >= BUSY_LAG_MS) this.busyUntil = firedAt + BUSY_HOLD_MS;
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -524,6 +537,8 @@ export class Drain {
    */
   private saturated(now: number, stuck: boolean): boolean {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
+    // A busy isolate makes every slot look slow or stuck; another drain would only add to it.
+    if (now < this.busyUntil) return false;
     if (stuck) return true;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
