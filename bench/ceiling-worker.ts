@@ -2,7 +2,7 @@
 // No database, no claim, no record: the most any Worker-based drain could do on this machine.
 // GET /run?target=<base>&prefix=<path prefix>&n=<count>&concurrency=<lanes>
 //   → {n, concurrency, elapsed_ms, errors, first_error}
-// GET /in-memory?… (same parameters): the real Drain and execute against an in-memory queue, for
+// GET /in-memory?…&slots=<FETCH_SLOTS> (same parameters): the real Drain and execute against an in-memory queue, for
 // bench/profile.ts --in-memory — what the drain costs apart from its database.
 import type postgres from 'postgres';
 import { Drain } from '../src/core/drain.ts';
@@ -26,10 +26,11 @@ function inMemoryQueue(target: string, prefix: string, n: number): postgres.Sql 
   return query as unknown as postgres.Sql;
 }
 
-async function inMemory(target: string, prefix: string, n: number, concurrency: number): Promise<Response> {
+async function inMemory(target: string, prefix: string, n: number, concurrency: number, fetchSlots: number | undefined): Promise<Response> {
   const started = Date.now();
   const drain = new Drain(inMemoryQueue(target, prefix, n), (input, init) => fetch(input, init), {
     concurrency,
+    ...(fetchSlots !== undefined ? { fetchSlots } : {}),
     batchSize: 200,
     budgetMs: 600_000,
     hardLimitMs: 900_000,
@@ -49,7 +50,8 @@ export default {
     const prefix = url.searchParams.get('prefix') ?? '/hits/ceiling-';
     const n = Number(url.searchParams.get('n') ?? '0');
     const concurrency = Number(url.searchParams.get('concurrency') ?? '32');
-    if (url.pathname === '/in-memory') return inMemory(target, prefix, n, concurrency);
+    const slots = url.searchParams.get('slots');
+    if (url.pathname === '/in-memory') return inMemory(target, prefix, n, concurrency, slots === null ? undefined : Number(slots));
     if (url.pathname !== '/run') return new Response('not found', { status: 404 });
     let next = 0;
     let errors = 0;

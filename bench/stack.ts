@@ -265,6 +265,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       },
       async ceiling(n, prefix, inMemory = false, lanes = concurrency) {
         const query = new URLSearchParams({ target: target.url, prefix, n: String(n), concurrency: String(lanes) });
+        // The in-memory drain runs as the Worker's does: at most FETCH_SLOTS waiting for headers.
+        if (inMemory) query.set('slots', String(fetchSlots));
         const response = await ceilingWorker.fetch(`http://ceiling/${inMemory ? 'in-memory' : 'run'}?${query}`);
         const text = await response.text();
         if (!response.ok) throw new Error(`ceiling worker answered ${response.status}: ${text}`);

@@ -48,10 +48,18 @@ export interface DrainExtras {
   onSaturated?: () => void;
 }
 
-/** Flush when this many outcomes are buffered… */
-const FLUSH_COUNT = 100;
+/** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
+const FLUSH_COUNT = 300;
 /** …or this much content is buffered… (or flushMs after the oldest unflushed one). */
 const FLUSH_BYTES = 4 * 1024 * 1024;
+/**
+ * While the drain runs flat out (no free slot, rows waiting for one) outcomes wait up to this
+ * long (or FLUSH_COUNT) rather than flushMs: every record statement costs the isolate time that
+ * its fetch slots then wait through, so fewer, bigger records send more. 5 fetch slots on a slow
+ * VM, N = 20,000: ~1,300 statements at 5 ms and 100 → ~420 at 50 ms → ~260 at 150 ms and 300;
+ * 1,550 → 1,850 → 2,000 requests/s (57% → 63% → 68% of the 5-lane bare loop).
+ */
+const FLUSH_BUSY_MS = 150;
 /** Largest single record statement. */
 const RECORD_MAX_COUNT = 1000;
 const RECORD_MAX_BYTES = 8 * 1024 * 1024;
@@ -666,9 +674,15 @@ export class Drain {
     // Once the database has failed us, each record gets one attempt as soon as possible.
     if (this.databaseDown) return true;
     if (this.buffer.length >= FLUSH_COUNT || this.bufferBytes >= FLUSH_BYTES) return true;
-    if (now - this.oldestBufferedAt >= this.opts.flushMs) return true;
+    if (now - this.oldestBufferedAt >= this.flushDelay(now)) return true;
     // Nothing else is coming soon: don't sit on what we have.
     return this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight;
+  }
+
+  /** How long the oldest buffered outcome may wait: flushMs, longer while the drain runs flat out (FLUSH_BUSY_MS). */
+  private flushDelay(now: number): number {
+    if (this.ready.length > 0 && this.freeSlots(now) === 0) return Math.max(this.opts.flushMs, FLUSH_BUSY_MS);
+    return this.opts.flushMs;
   }
 
   private takeChunk(): { chunk: Outcome[]; bytes: number } {
@@ -793,7 +807,7 @@ export class Drain {
     }
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
-      next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.opts.flushMs));
+      next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.flushDelay(now)));
     }
     // Waiting for a request to come due: keep the poke tick, so a nudge meanwhile isn't delayed.
     if (this.nextDueAt > 0) return Math.max(0, Math.min(next, this.nextDueAt, now + POKE_TICK_MS) - now);
