@@ -104,10 +104,11 @@ const FULL_CLAIM_EVERY_MS = 5000;
  */
 const HELPER_WAIT_MS = 10;
 /**
- * The drain's timer firing this late means its isolate is busy: header waits then measure the
+ * The drain's timer firing late means its isolate is busy: header waits then measure the
  * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
  * would add to the backlog — seen as a cascade of 15-20 helpers at 70 ms waits where one drain
- * alone waited 3 ms and was faster. No helpers for BUSY_HOLD_MS after such a late timer.
+ * alone waited 3 ms and was faster. The largest lateness within BUSY_HOLD_MS is kept: slow
+ * targets count only with it under BUSY_LAG_MS, stuck slots only with it under half their wait.
  */
 const BUSY_LAG_MS = HELPER_WAIT_MS / 2;
 const BUSY_HOLD_MS = 1000;
@@ -241,8 +242,9 @@ export class Drain {
   private wake: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = 0;
-  /** Until then the isolate counts as busy (a timer fired BUSY_LAG_MS late): no helpers. */
-  private busyUntil = 0;
+  /** The largest lateness of the drain's timer lately (see BUSY_LAG_MS) and when it was seen. */
+  private lagMs = 0;
+  private lagAt = 0;
 
   private readonly executeOptions: ExecuteOptions;
   /** Every request's timeout on one timer (see deadlines.ts). */
@@ -338,7 +340,10 @@ export class Drain {
           this.timer = undefined;
           // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
           const firedAt = Date.now();
-          if (firedAt - at >= BUSY_LAG_MS) this.busyUntil = firedAt + BUSY_HOLD_MS;
+          if (firedAt - at >= this.recentLag(firedAt)) {
+            this.lagMs = firedAt - at;
+            this.lagAt = firedAt;
+          }
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -545,13 +550,19 @@ export class Drain {
    */
   private saturated(now: number, stuck: boolean): boolean {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
-    // A busy isolate makes every slot look slow or stuck; another drain would only add to it.
-    if (now < this.busyUntil) return false;
-    if (stuck) return true;
+    // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
+    // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
+    const lag = this.recentLag(now);
+    if (stuck) return lag < this.stuckAfterMs() / 2;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
     // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
-    return this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+    return lag < BUSY_LAG_MS && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+  }
+
+  /** The largest lateness of the drain's timer within the last BUSY_HOLD_MS. */
+  private recentLag(now: number): number {
+    return now - this.lagAt < BUSY_HOLD_MS ? this.lagMs : 0;
   }
 
   /**

@@ -136,8 +136,13 @@ function helperSpec(props: unknown): HelperSpec | null {
 
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
 const HELPER_GAP_MS = 10;
-/** After a helper found nothing to claim, no new one for this long. */
+/**
+ * After a helper found nothing to claim, no new one for this long, doubling while they keep
+ * finding nothing (a drain stuck on slow requests stays "saturated" with the queue empty: with a
+ * fixed pause, two stuck drains started 47 empty helpers in 4 s of one head-of-line run).
+ */
 const HELPER_QUIET_MS = 100;
+const HELPER_QUIET_MAX_MS = 3200;
 /** A helper needs at least this much budget left to be worth its connection. */
 const HELPER_MIN_BUDGET_MS = 1000;
 
@@ -158,6 +163,8 @@ class Helpers {
   private unavailable = false;
   /** A helper found nothing to claim: the work was this drain's own claimed rows; wait before trying again. */
   private quietUntil = 0;
+  /** The next pause after an empty helper (HELPER_QUIET_MS, doubling; reset by a helper that claimed). */
+  private quietMs = HELPER_QUIET_MS;
 
   constructor(
     private readonly ctx: ExecutionContext,
@@ -189,7 +196,12 @@ class Helpers {
           const text = await response.text();
           if (response.ok) {
             const stats = JSON.parse(text) as DrainStats;
-            if (stats.claimed === 0) this.quietUntil = Date.now() + HELPER_QUIET_MS;
+            if (stats.claimed > 0) {
+              this.quietMs = HELPER_QUIET_MS;
+            } else {
+              this.quietUntil = Date.now() + this.quietMs;
+              this.quietMs = Math.min(HELPER_QUIET_MAX_MS, 2 * this.quietMs);
+            }
             return stats;
           }
           log({ event: 'helper', parent: spec.parent, status: response.status, error: redact(text, this.env) });

@@ -173,6 +173,23 @@ describe('POST /nudge', () => {
     expect(Object.values(await hits(`/held/40/${label}/`))).toEqual(Array(120).fill(1));
   });
 
+  it('a drain stuck on a slow request with nothing else queued starts ever fewer helpers as they keep finding nothing', async () => {
+    // One 4 s request, FETCH_SLOTS=1: the drain is stuck (its one slot held, the queue not known
+    // to be empty) for ~3 s. Each helper finds nothing; the pause before the next doubles
+    // (100, 200, 400, 800 ms…): ~5 helpers, where a fixed 100 ms pause started ~25.
+    const { id } = (await db.sql<{ id: string }[]>`select net.http_get(${`${target}/delay/4000`}, timeout_milliseconds => 8000)::text as id`)[0]!;
+    const logs = captureLogs();
+    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '1', DRAINS: '8' });
+    expect((await response).status).toBe(202);
+    await waitOnExecutionContext(ctx);
+    const rows = await db.sql<{ status_code: number }[]>`select status_code from net._http_response where id = ${id}::bigint`;
+    expect(rows).toEqual([{ status_code: 200 }]);
+    const helpers = logs.filter((l) => l.event === 'drain' && l.helper === true);
+    expect(helpers.length).toBeGreaterThan(0);
+    expect(helpers.every((l) => Number(l.claimed) === 0)).toBe(true);
+    expect(helpers.length).toBeLessThanOrEqual(8);
+  });
+
   it('without ctx.exports (an old compatibility date) the drain says so once and drains alone', async () => {
     const label = `noexports${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/held/40/${label}/`} || g) from generate_series(1, 80) g`;
