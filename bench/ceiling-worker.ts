@@ -2,8 +2,8 @@
 // No database, no claim, no record: the most any Worker-based drain could do on this machine.
 // GET /run?target=<base>&prefix=<path prefix>&n=<count>&concurrency=<lanes>
 //   → {n, concurrency, elapsed_ms, errors, first_error}
-// GET /in-memory?…&slots=<FETCH_SLOTS> (same parameters): the real Drain and execute against an in-memory queue, for
-// bench/profile.ts --in-memory — what the drain costs apart from its database.
+// GET /in-memory?…&slots=<FETCH_SLOTS> (same parameters): the real Drain and execute against an
+// in-memory queue, for bench/profile.ts --in-memory — what the drain costs apart from its database.
 import type postgres from 'postgres';
 import { Drain } from '../src/core/drain.ts';
 

@@ -176,7 +176,7 @@ describe('POST /nudge', () => {
   it('a drain stuck on a slow request with nothing else queued starts ever fewer helpers as they keep finding nothing', async () => {
     // One 4 s request, FETCH_SLOTS=1: the drain is stuck (its one slot held, the queue not known
     // to be empty) for ~3 s. Each helper finds nothing; the pause before the next doubles
-    // (100, 200, 400, 800 ms…): ~5 helpers, where a fixed 100 ms pause started ~25.
+    // (100, 200, 400, 800 ms…): ~5 helpers, where a fixed 100 ms pause started dozens (54 once).
     const { id } = (await db.sql<{ id: string }[]>`select net.http_get(${`${target}/delay/4000`}, timeout_milliseconds => 8000)::text as id`)[0]!;
     const logs = captureLogs();
     const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '1', DRAINS: '8' });
