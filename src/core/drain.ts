@@ -107,11 +107,15 @@ const HELPER_WAIT_MS = 10;
  * The drain's timer firing late means its isolate is busy: header waits then measure the
  * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
  * would add to the backlog — seen as a cascade of 15-20 helpers at 70 ms waits where one drain
- * alone waited 3 ms and was faster. The largest lateness within BUSY_HOLD_MS is kept: slow
- * targets count only with it under BUSY_LAG_MS, stuck slots only with it under half their wait.
+ * alone waited 3 ms and was faster. Slow targets count only while under half of the timer's
+ * recent firings were BUSY_LAG_MS late (a moving share, so a GC pause or a preempted thread
+ * doesn't veto); stuck slots only while the largest lateness of the last 1-2 BUSY_HOLD_MS (one
+ * long stall makes every slot look stuck) is under half their wait.
  */
 const BUSY_LAG_MS = HELPER_WAIT_MS / 2;
 const BUSY_HOLD_MS = 1000;
+/** Weight of the latest firing in the moving share of late ones. */
+const LATE_WEIGHT = 0.1;
 /** Header waits that targetsSlow looks at (the most recent). */
 const RECENT_WAITS = 16;
 /** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
@@ -242,9 +246,15 @@ export class Drain {
   private wake: (() => void) | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = 0;
-  /** The largest lateness of the drain's timer lately (see BUSY_LAG_MS) and when it was seen. */
-  private lagMs = 0;
-  private lagAt = 0;
+  /**
+   * The largest lateness of the drain's timer (see BUSY_LAG_MS) in the current BUSY_HOLD_MS
+   * window and in the one before: two windows, so the memory doesn't lapse at a window's end.
+   */
+  private lagWindowAt = 0;
+  private lagNow = 0;
+  private lagBefore = 0;
+  /** Moving share of the timer's firings that were BUSY_LAG_MS late (LATE_WEIGHT). */
+  private lateShare = 0;
 
   private readonly executeOptions: ExecuteOptions;
   /** Every request's timeout on one timer (see deadlines.ts). */
@@ -340,10 +350,9 @@ export class Drain {
           this.timer = undefined;
           // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
           const firedAt = Date.now();
-          if (firedAt - at >= this.recentLag(firedAt)) {
-            this.lagMs = firedAt - at;
-            this.lagAt = firedAt;
-          }
+          this.recentLag(firedAt);
+          this.lagNow = Math.max(this.lagNow, firedAt - at);
+          this.lateShare += LATE_WEIGHT * ((firedAt - at >= BUSY_LAG_MS ? 1 : 0) - this.lateShare);
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -552,17 +561,22 @@ export class Drain {
     if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
     // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
     // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
-    const lag = this.recentLag(now);
-    if (stuck) return lag < this.stuckAfterMs() / 2;
+    if (stuck) return this.recentLag(now) < this.stuckAfterMs() / 2;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
     // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
-    return lag < BUSY_LAG_MS && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+    return this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
   }
 
-  /** The largest lateness of the drain's timer within the last BUSY_HOLD_MS. */
+  /** The largest lateness of the drain's timer within the last one to two BUSY_HOLD_MS. */
   private recentLag(now: number): number {
-    return now - this.lagAt < BUSY_HOLD_MS ? this.lagMs : 0;
+    if (now - this.lagWindowAt >= BUSY_HOLD_MS) {
+      // A new window; the one that ended is kept only if it was the one just before.
+      this.lagBefore = now - this.lagWindowAt < 2 * BUSY_HOLD_MS ? this.lagNow : 0;
+      this.lagNow = 0;
+      this.lagWindowAt = now;
+    }
+    return Math.max(this.lagNow, this.lagBefore);
   }
 
   /**

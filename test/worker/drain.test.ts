@@ -364,22 +364,27 @@ describe('drain end to end', () => {
   it('a drain in a busy isolate (its timers fire late) never reports itself saturated: a helper would only add to the backlog', async () => {
     const label = `busy${Date.now().toString(36)}`;
     for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}/held/30/${label}/${i}`})::text as id`);
-    // Keep this isolate busy: ≥ 15 ms of arithmetic every few ms, so every timer the drain sets
-    // fires late. Calibrated first: workerd's clock moves only between events, so a spin is timed
-    // from the event after it.
+    // Keep this isolate busy: ≥ 20 ms of arithmetic at a time with 1 ms gaps, so nearly every
+    // timer the drain sets fires late. Calibrated on the warmed-up function (the JIT makes it
+    // ~10× faster after its first calls); workerd's clock moves only between events, so a
+    // spin is timed from the event after it.
     let sink = 0;
-    let iterations = 1e6;
-    for (let doublings = 0; doublings < 10; doublings++, iterations *= 2) {
-      const before = Date.now();
+    const work = (iterations: number): void => {
       for (let i = 0; i < iterations; i++) sink += i % 7;
+    };
+    for (let i = 0; i < 20; i++) work(1e6);
+    let iterations = 1e6;
+    for (let doublings = 0; doublings < 12; doublings++, iterations *= 2) {
+      const before = Date.now();
+      work(iterations);
       await new Promise((r) => setTimeout(r, 0));
-      if (Date.now() - before >= 15) break;
+      if (Date.now() - before >= 20) break;
     }
     let spinning = true;
     const spin = (): void => {
       if (!spinning) return;
-      for (let i = 0; i < iterations; i++) sink += i % 7;
-      setTimeout(spin, 2);
+      work(iterations);
+      setTimeout(spin, 1);
     };
     spin();
     let calls = 0;
