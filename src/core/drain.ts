@@ -350,9 +350,7 @@ export class Drain {
           this.timer = undefined;
           // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
           const firedAt = Date.now();
-          this.recentLag(firedAt);
-          this.lagNow = Math.max(this.lagNow, firedAt - at);
-          this.lateShare += LATE_WEIGHT * ((firedAt - at >= BUSY_LAG_MS ? 1 : 0) - this.lateShare);
+          this.noteLateness(firedAt, firedAt - at);
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -568,14 +566,24 @@ export class Drain {
     return this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
   }
 
+  /** One firing of the drain's timer, `late` ms after it was due (see BUSY_LAG_MS). */
+  private noteLateness(now: number, late: number): void {
+    this.rollLagWindow(now);
+    this.lagNow = Math.max(this.lagNow, late);
+    this.lateShare += LATE_WEIGHT * ((late >= BUSY_LAG_MS ? 1 : 0) - this.lateShare);
+  }
+
+  /** Starts a new BUSY_HOLD_MS window when the current one has ended; the ended one is kept only if it was the last. */
+  private rollLagWindow(now: number): void {
+    if (now - this.lagWindowAt < BUSY_HOLD_MS) return;
+    this.lagBefore = now - this.lagWindowAt < 2 * BUSY_HOLD_MS ? this.lagNow : 0;
+    this.lagNow = 0;
+    this.lagWindowAt = now;
+  }
+
   /** The largest lateness of the drain's timer within the last one to two BUSY_HOLD_MS. */
   private recentLag(now: number): number {
-    if (now - this.lagWindowAt >= BUSY_HOLD_MS) {
-      // A new window; the one that ended is kept only if it was the one just before.
-      this.lagBefore = now - this.lagWindowAt < 2 * BUSY_HOLD_MS ? this.lagNow : 0;
-      this.lagNow = 0;
-      this.lagWindowAt = now;
-    }
+    this.rollLagWindow(now);
     return Math.max(this.lagNow, this.lagBefore);
   }
 
