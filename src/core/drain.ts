@@ -9,6 +9,7 @@ import { claim, release, type ClaimedRequest } from './claim.ts';
 import { Deadlines } from './deadlines.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
+import { heldBytes, holdBytes } from './memory.ts';
 import { HEADER_BYTES, type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 
 export interface DrainExtras {
@@ -39,6 +40,11 @@ export interface DrainExtras {
   lingerMs?: number;
   /** Response bytes held for recording (buffered or being written) above which no request starts. Default BUFFER_LIMIT_BYTES. */
   bufferLimitBytes?: number;
+  /**
+   * Response bytes held by all drains of this isolate or process (memory.ts) at which this drain
+   * starts no request. Default concurrency × maxResponseBytes.
+   */
+  memoryLimitBytes?: number;
   /**
    * Called (repeatedly; the caller rate-limits) while the drain's fetch slots
    * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow, or every
@@ -167,7 +173,7 @@ function outcomeSize(outcome: Outcome): number {
 export class Drain {
   readonly owner: string;
   private readonly sql: postgres.Sql;
-  private readonly fetchFn: typeof fetch;
+  private readonly rawFetch: typeof fetch;
   private readonly opts: DrainOptions;
   private readonly heartbeat: boolean;
   private readonly slackMs: number;
@@ -222,6 +228,12 @@ export class Drain {
   private recordingBytes = 0;
   private readonly bufferLimitBytes: number;
   private oldestBufferedAt = 0;
+  /** Bytes reserved for bodies being read: declared length, or maxResponseBytes when unknown. */
+  private readingBytes = 0;
+  /** This drain's share of heldBytes (reading + buffered + recording), as last reported. */
+  private heldByMe = 0;
+  private heldReleased = false;
+  private readonly memoryLimitBytes: number;
 
   private empty: EmptyState = 'no';
   private pokes = 0;
@@ -270,24 +282,7 @@ export class Drain {
     this.sql = sql;
     this.fetchSlots = opts.fetchSlots ?? Infinity;
     this.onSaturated = extras.onSaturated;
-    // Counting fetches until their headers arrive costs a reaction per request: only when capped.
-    this.fetchFn =
-      opts.fetchSlots === undefined
-        ? fetchFn
-        : (input, init) => {
-            this.awaitingHeaders++;
-            const at = Date.now();
-            return fetchFn(input, init).then(
-              (response) => {
-                this.headersArrived(at);
-                return response;
-              },
-              (error: unknown) => {
-                this.headersArrived(at);
-                throw error;
-              },
-            );
-          };
+    this.rawFetch = fetchFn;
     this.opts = opts;
     this.owner = extras.owner ?? crypto.randomUUID();
     this.heartbeat = extras.heartbeat ?? true;
@@ -297,11 +292,71 @@ export class Drain {
     this.waitForDue = extras.waitForDue ?? true;
     this.lingerMs = Math.max(0, extras.lingerMs ?? 0);
     this.bufferLimitBytes = extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
+    this.memoryLimitBytes = extras.memoryLimitBytes ?? opts.concurrency * opts.maxResponseBytes;
+  }
+
+  /**
+   * One request's fetch: counts it against the fetch slots until its headers arrive, and from
+   * then on reserves the bytes its body may take (`reservation`, given back when it finishes).
+   * One reaction per request does both.
+   */
+  private send(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, reservation: { bytes: number }): Promise<Response> {
+    this.awaitingHeaders++;
+    const at = Date.now();
+    return this.rawFetch(input, init).then(
+      (response) => {
+        // Before headersArrived: the slot it frees is filled at once, against the new total.
+        const bytes = init?.method === 'HEAD' ? 0 : this.bodyBytes(response.headers);
+        this.readingBytes += bytes - reservation.bytes;
+        reservation.bytes = bytes;
+        this.syncHeld();
+        this.headersArrived(at);
+        return response;
+      },
+      (error: unknown) => {
+        this.headersArrived(at);
+        throw error;
+      },
+    );
+  }
+
+  /** What a body may take: its declared length when plain, else (chunked, compressed) the limit. */
+  private bodyBytes(headers: Headers): number {
+    const max = this.opts.maxResponseBytes;
+    const encoding = headers.get('content-encoding');
+    if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') return max;
+    const declared = Number(headers.get('content-length') ?? Number.NaN);
+    return Number.isFinite(declared) && declared >= 0 ? Math.min(declared, max) : max;
+  }
+
+  /** Reports this drain's held bytes to the isolate-wide count (memory.ts). */
+  private syncHeld(): void {
+    if (this.heldReleased) return;
+    const mine = this.readingBytes + this.bufferBytes + this.recordingBytes;
+    holdBytes(mine - this.heldByMe);
+    this.heldByMe = mine;
+  }
+
+  /**
+   * Gives back whatever this drain still counts, once, when it ends: an ended drain must never
+   * hold the isolate's other drains back.
+   */
+  private releaseHeld(): void {
+    if (this.heldReleased) return;
+    this.heldReleased = true;
+    holdBytes(-this.heldByMe);
+    this.heldByMe = 0;
+  }
+
+  /** No request may start: too many bytes wait to be recorded, or the isolate holds its limit. */
+  private memoryFull(): boolean {
+    return this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes || heldBytes.total >= this.memoryLimitBytes;
   }
 
   /** Runs the drain once; calling again returns the same result. */
   run(): Promise<DrainStats> {
-    this.running ??= this.loop();
+    // However the loop ends (even by a bug), its bytes leave the isolate's count.
+    this.running ??= this.loop().finally(() => this.releaseHeld());
     return this.running;
   }
 
@@ -528,8 +583,9 @@ export class Drain {
    * (capped), and never more waiting for headers than `fetchSlots`.
    */
   private freeSlots(now: number): number {
-    // Recording lags behind: wait for it (each record that ends signals the loop, which fills).
-    if (this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes) return 0;
+    // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
+    // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
+    if (this.memoryFull()) return 0;
     const headerRoom = this.fetchSlots - this.awaitingHeaders;
     if (headerRoom <= 0) return 0;
     return Math.min(headerRoom, this.concurrencySlots(now));
@@ -667,11 +723,15 @@ export class Drain {
   private launch(request: ClaimedRequest): void {
     this.inFlight++;
     this.startedAt.set(request.id, Date.now());
+    const reservation = { bytes: 0 };
     const done: Promise<Outcome> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid))
-      : execute(request, this.fetchFn, this.executeOptions);
+      : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
     const finish = (outcome: Outcome): void => {
       this.inFlight--;
+      // The body's reservation becomes the outcome's size (synced below).
+      this.readingBytes -= reservation.bytes;
+      reservation.bytes = 0;
       this.startedAt.delete(request.id);
       this.completed++;
       this.lastActiveAt = Date.now();
@@ -682,6 +742,7 @@ export class Drain {
       this.buffer.push(outcome);
       this.bufferSizes.push(size);
       this.bufferBytes += size;
+      this.syncHeld();
       this.fill();
       // Wake the loop only when a completion gives it something to do at once: the last request
       // ended, a flush timer is to be set or a flush is due, or a claim should start. Otherwise
@@ -714,6 +775,8 @@ export class Drain {
 
   /** How long the oldest buffered outcome may wait: flushMs, longer while the drain runs flat out (FLUSH_BUSY_MS). */
   private flushDelay(now: number): number {
+    // Held back by memory, not by busy slots: recording is what frees it.
+    if (this.memoryFull()) return this.opts.flushMs;
     if (this.ready.length > 0 && this.freeSlots(now) === 0) return Math.max(this.opts.flushMs, FLUSH_BUSY_MS);
     return this.opts.flushMs;
   }
@@ -763,6 +826,7 @@ export class Drain {
       .finally(() => {
         this.recordInFlight = false;
         this.recordingBytes = 0;
+        this.syncHeld();
         this.signal();
       });
   }
@@ -891,6 +955,7 @@ export class Drain {
       await this.sleep(this.nextTimer(Date.now()));
     }
     this.closed = true;
+    this.releaseHeld();
     this.deadlines.clear();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
@@ -904,7 +969,7 @@ export class Drain {
       errors: this.errors,
       stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
     };
-    if (this.headerWaits > 0) stats.header_wait_ms = Math.round(this.headerWaitTotal / this.headerWaits);
+    if (this.opts.fetchSlots !== undefined && this.headerWaits > 0) stats.header_wait_ms = Math.round(this.headerWaitTotal / this.headerWaits);
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;

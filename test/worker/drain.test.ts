@@ -2,6 +2,7 @@
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import postgres from 'postgres';
 import { Drain, drain } from '../../src/core/drain.ts';
+import { heldBytes } from '../../src/core/memory.ts';
 import { connectDatabase } from '../../src/worker/db.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { counts, hits, options, target, uniquePrefix, until } from './helpers.ts';
@@ -203,6 +204,56 @@ describe('drain end to end', () => {
       from net._http_response where id = any(string_to_array(${ids.join(',')}, ',')::bigint[])`;
     expect(row).toEqual({ n: 40, ok: 40 });
     expect(((await hits(`/bytes/${size}`))[`/bytes/${size}`] ?? 0) - before).toBe(40);
+  });
+
+  it('drains in one isolate share its memory limit: together they hold no more response bytes than it', async () => {
+    // 40 bodies of ~300 KB and two drains (as a cron's drain and a helper in one isolate),
+    // records held back by a lock. Each drain's own limits (16 slots, 16 MB waiting to be
+    // recorded) would let them fetch all 40 (~12 MB); the isolate's limit of 1 MB stops both
+    // after a few, whichever holds the bytes.
+    const size = 300_007;
+    const path = `/bytes/${size}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await queue(db.sql`select net.http_get(${`${target}${path}`})::text as id`));
+    const before = (await hits(path))[path] ?? 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const lockTaken = new Promise<void>((r) => (locked = r));
+    const holding = db.sql.begin(async (tx) => {
+      await tx`lock table net._http_response in exclusive mode`;
+      locked();
+      await released;
+    });
+    await lockTaken;
+    const limit = 1_000_000;
+    heldBytes.peak = heldBytes.total;
+    const start = () =>
+      new Drain(connectDatabase(db.url), fetch, options({ concurrency: 16, batchSize: 20, fetchSlots: 2 }), {
+        memoryLimitBytes: limit,
+      }).run();
+    const running = [start(), start()];
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const fetched = ((await hits(path))[path] ?? 0) - before;
+      // Starts stop once 1 MB is held (4 bodies); requests already waiting for headers (2 slots
+      // per drain) still arrive: at most 4 + 4 = 8.
+      expect(fetched).toBeGreaterThanOrEqual(4);
+      expect(fetched).toBeLessThanOrEqual(8);
+      expect(heldBytes.peak).toBeLessThan(limit + 4 * size + 1);
+    } finally {
+      release();
+      await holding;
+    }
+    const stats = await Promise.all(running);
+    expect(stats[0]!.recorded + stats[1]!.recorded).toBe(40);
+    // Ended drains count nothing: the next drain in this isolate isn't held back.
+    expect(heldBytes.total).toBe(0);
+    const [row] = await db.sql<{ n: number; ok: number }[]>`
+      select count(*)::int as n, count(*) filter (where status_code = 200 and length(content) = ${size})::int as ok
+      from net._http_response where id = any(string_to_array(${ids.join(',')}, ',')::bigint[])`;
+    expect(row).toEqual({ n: 40, ok: 40 });
+    expect(((await hits(path))[path] ?? 0) - before).toBe(40);
   });
 
   it('rows leased by a dead drain are drained after the lease expires, with exactly one response each', async () => {
