@@ -29,6 +29,21 @@ async function response(id: string): Promise<ResponseRow | undefined> {
   return rows[0];
 }
 
+/** Holds an exclusive lock on the response table (every record waits) until release(). */
+async function lockResponses(): Promise<{ release: () => void; holding: Promise<unknown> }> {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let locked!: () => void;
+  const lockTaken = new Promise<void>((r) => (locked = r));
+  const holding = db.sql.begin(async (tx) => {
+    await tx`lock table net._http_response in exclusive mode`;
+    locked();
+    await released;
+  });
+  await lockTaken;
+  return { release, holding };
+}
+
 async function queue(query: postgres.PendingQuery<{ id: string }[]>): Promise<string> {
   const [row] = await query;
   return row!.id;
@@ -176,16 +191,7 @@ describe('drain end to end', () => {
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) ids.push(await queue(db.sql`select net.http_get(${`${target}/bytes/${size}`})::text as id`));
     const before = (await hits(`/bytes/${size}`))[`/bytes/${size}`] ?? 0;
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const lockTaken = new Promise<void>((r) => (locked = r));
-    const holding = db.sql.begin(async (tx) => {
-      await tx`lock table net._http_response in exclusive mode`;
-      locked();
-      await released;
-    });
-    await lockTaken;
+    const { release, holding } = await lockResponses();
     const sql = connectDatabase(db.url);
     const running = new Drain(sql, fetch, options({ concurrency: 4 }), { bufferLimitBytes: 1_000_000 }).run();
     try {
@@ -216,16 +222,7 @@ describe('drain end to end', () => {
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) ids.push(await queue(db.sql`select net.http_get(${`${target}${path}`})::text as id`));
     const before = (await hits(path))[path] ?? 0;
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const lockTaken = new Promise<void>((r) => (locked = r));
-    const holding = db.sql.begin(async (tx) => {
-      await tx`lock table net._http_response in exclusive mode`;
-      locked();
-      await released;
-    });
-    await lockTaken;
+    const { release, holding } = await lockResponses();
     const limit = 1_000_000;
     heldBytes.peak = heldBytes.total;
     const start = () =>
