@@ -955,7 +955,6 @@ export class Drain {
       await this.sleep(this.nextTimer(Date.now()));
     }
     this.closed = true;
-    this.releaseHeld();
     this.deadlines.clear();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
