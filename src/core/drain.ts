@@ -191,8 +191,8 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
-  /** Requests whose fetch has not yet resolved (waiting for response headers). */
-  private awaitingHeaders = 0;
+  /** When each request whose fetch has not yet resolved started waiting for headers, in start order. */
+  private readonly waiting = new Set<{ at: number }>();
   private readonly fetchSlots: number;
   /** Times to response headers (ms): the last RECENT_WAITS, and the count and total of all. */
   private readonly recentWaits: number[] = [];
@@ -200,6 +200,8 @@ export class Drain {
   /** stuckAfterMs's last answer and the headerWaits count it was computed at. */
   private stuckAfter = SLOW_AFTER_MS;
   private stuckAfterAt = -1;
+  /** The median of recentWaits when stuckAfter was computed. */
+  private medianWait = 0;
   private headerWaitTotal = 0;
   private readonly onSaturated: (() => void) | undefined;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
@@ -301,8 +303,8 @@ export class Drain {
    * One reaction per request does both.
    */
   private send(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, reservation: { bytes: number }): Promise<Response> {
-    this.awaitingHeaders++;
-    const at = Date.now();
+    const wait = { at: Date.now() };
+    this.waiting.add(wait);
     return this.rawFetch(input, init).then(
       (response) => {
         // Before headersArrived: the slot it frees is filled at once, against the new total.
@@ -310,11 +312,11 @@ export class Drain {
         this.readingBytes += bytes - reservation.bytes;
         reservation.bytes = bytes;
         this.syncHeld();
-        this.headersArrived(at);
+        this.headersArrived(wait);
         return response;
       },
       (error: unknown) => {
-        this.headersArrived(at);
+        this.headersArrived(wait);
         throw error;
       },
     );
@@ -538,7 +540,8 @@ export class Drain {
     // the start (lower, never wild: two completions a millisecond apart made a rate that claimed
     // the whole queue, leaving helpers nothing).
     const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
-    const perMs = this.completed / Math.max(1, now - since);
+    // One slot left moving (see mostlyStuck): its own rate, one request per usual header wait.
+    const perMs = this.mostlyStuck(now) ? 1 / Math.max(1, this.medianWait) : this.completed / Math.max(1, now - since);
     const remaining = this.opts.budgetMs - (now - this.started);
     return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
   }
@@ -569,12 +572,12 @@ export class Drain {
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
-  private headersArrived(startedAt: number): void {
-    const waited = Date.now() - startedAt;
+  private headersArrived(wait: { at: number }): void {
+    this.waiting.delete(wait);
+    const waited = Date.now() - wait.at;
     this.recentWaits[this.headerWaits % RECENT_WAITS] = waited;
     this.headerWaits++;
     this.headerWaitTotal += waited;
-    this.awaitingHeaders--;
     if (this.ready.length > 0) this.fill();
   }
 
@@ -586,7 +589,7 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    const headerRoom = this.fetchSlots - this.awaitingHeaders;
+    const headerRoom = this.fetchSlots - this.waiting.size;
     if (headerRoom <= 0) return 0;
     return Math.min(headerRoom, this.concurrencySlots(now));
   }
@@ -612,10 +615,12 @@ export class Drain {
    * slow), or rows wait for a slot against slow targets.
    */
   private saturated(now: number, stuck: boolean): boolean {
-    if (this.awaitingHeaders < this.fetchSlots || !this.claimPossible(now)) return false;
+    if (this.waiting.size < this.fetchSlots || !this.claimPossible(now)) return false;
     // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
     // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
     if (stuck) return this.recentLag(now) < this.stuckAfterMs() / 2;
+    // All but one slot stuck (see mostlyStuck): the rows given back wait for a helper's slots.
+    if (this.mostlyStuck(now)) return this.recentLag(now) < this.stuckAfterMs() / 2;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
     // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
@@ -655,9 +660,28 @@ export class Drain {
     return true;
   }
 
+  /**
+   * Every fetch slot taken, all but one stuck (waiting for headers longer than stuckAfterMs()),
+   * the drain not wholly stuck: a few slow targets mixed with many fast ones. The rows claimed
+   * ahead would queue behind the one slot left, so the drain keeps only what that slot starts in
+   * AHEAD_MS (see aheadLimit), gives back the rest and asks for a helper (see saturated). Waiting
+   * until the last slot is stuck too had the fast rows trickle through one slot for seconds.
+   */
+  private mostlyStuck(now: number): boolean {
+    if (this.waiting.size < this.fetchSlots || this.fetchSlots < 2) return false;
+    const after = this.stuckAfterMs();
+    let stuck = 0;
+    // In start order: counting stops at the first young one.
+    for (const wait of this.waiting) {
+      if (now - wait.at < after) break;
+      stuck++;
+    }
+    return stuck === this.fetchSlots - 1;
+  }
+
   /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
   private stuck(now: number): boolean {
-    if (this.awaitingHeaders < this.fetchSlots) return false;
+    if (this.waiting.size < this.fetchSlots) return false;
     // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).
     let youngest = 0;
     for (const at of this.startedAt.values()) youngest = at;
@@ -675,15 +699,16 @@ export class Drain {
     if (this.stuckAfterAt < 0 || this.headerWaits - this.stuckAfterAt >= RECENT_WAITS / 4) {
       const sorted = [...this.recentWaits].sort((a, b) => a - b);
       const median = sorted[Math.floor(sorted.length / 2)]!;
+      this.medianWait = median;
       this.stuckAfter = Math.min(SLOW_AFTER_MS, Math.max(STUCK_MIN_MS, 10 * median));
       this.stuckAfterAt = this.headerWaits;
     }
     return this.stuckAfter;
   }
 
-  /** Every fetch slot stuck on slow requests: the rows claimed ahead would wait for them. */
-  private releaseReady(): void {
-    for (const { request } of this.ready.splice(0)) this.unsent.push(request.id);
+  /** Gives back the rows claimed ahead beyond the first `keep`: stuck slots would hold them up. */
+  private releaseReady(keep: number): void {
+    for (const { request } of this.ready.splice(keep)) this.unsent.push(request.id);
     this.giveBack();
   }
 
@@ -712,7 +737,7 @@ export class Drain {
 
   /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
   private nextSlowAt(now: number): number {
-    if (this.freeSlots(now) > 0 || this.awaitingHeaders >= this.fetchSlots) return Infinity;
+    if (this.freeSlots(now) > 0 || this.waiting.size >= this.fetchSlots) return Infinity;
     if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
     if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
     // In start order (see freeSlots): the first young request is the oldest young one.
@@ -935,7 +960,11 @@ export class Drain {
       if (this.flushDue(now)) this.startRecord();
       this.fill();
       const stuck = this.stuck(now);
-      if (stuck && this.ready.length > 0) this.releaseReady();
+      if (stuck && this.ready.length > 0) this.releaseReady(0);
+      else if (this.ready.length > 0 && this.mostlyStuck(now)) {
+        const keep = this.aheadLimit(now);
+        if (this.ready.length > keep) this.releaseReady(keep);
+      }
       if (this.onSaturated && this.saturated(now, stuck)) this.onSaturated();
       const busy =
         this.claimInFlight ||

@@ -154,6 +154,29 @@ describe('POST /nudge', () => {
     expect(alone.drains).toHaveLength(1);
   });
 
+  it('all but one fetch slot stuck on slow requests while fast rows wait: a helper sends them meanwhile', async () => {
+    // FETCH_SLOTS=3: two 3 s requests hold two slots, 300 quick ones (5 ms) trickle through the
+    // third. The drain is never wholly stuck (the third slot keeps moving) and its targets are
+    // not slow (under HELPER_WAIT_MS), so only the all-but-one rule gives rows back to the queue
+    // and brings a helper in to send them.
+    const label = `mostlystuck${Date.now().toString(36)}`;
+    await db.sql`select net.http_get(${`${target}/delay/3000`}, timeout_milliseconds => 10000) from generate_series(1, 2)`;
+    await db.sql`select net.http_get(${`${target}/held/5/${label}/`} || g) from generate_series(1, 300) g`;
+    const logs = captureLogs();
+    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '3', DRAINS: '4' });
+    expect((await response).status).toBe(202);
+    await waitOnExecutionContext(ctx);
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(Object.values(await hits(`/held/5/${label}/`))).toEqual(Array(300).fill(1));
+    // One drain alone sends them one at a time; with a helper's slots, several at once.
+    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
+    expect(held.max).toBeGreaterThan(1);
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(drains.filter((l) => l.helper === true && Number(l.claimed) > 0).length).toBeGreaterThan(0);
+    // Rows given back were claimed again by exactly one drain each.
+    expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(302);
+  });
+
   it('slow targets: the drain brings in helper drains, so more requests wait for headers at once than one invocation may', async () => {
     // FETCH_SLOTS=2, DRAINS=3: each request takes 40 ms, so the slots, not the CPU, limit a
     // drain; with helpers up to 6 are held at once, never more (DRAINS × FETCH_SLOTS).
