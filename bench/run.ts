@@ -235,12 +235,17 @@ async function ceilingRate(
   n: number,
   round: number,
   lanes = stack.concurrency,
+  inMemory = false,
 ): Promise<{ rate: number; elapsed: number; errors: number; cpu: MemorySample }> {
-  const prefix = `/hits/ceiling-${runId}-${n}-${round}-${lanes}-`;
-  progress(`ceiling N=${n} (round ${round}): bare fetch loop in workerd, ${lanes} at once`);
+  const prefix = `/hits/ceiling-${runId}-${n}-${round}-${lanes}-${inMemory ? 'mem-' : ''}`;
+  progress(
+    inMemory
+      ? `in-memory drain N=${n} (round ${round}): the Worker's Drain over a queue in memory, no database`
+      : `ceiling N=${n} (round ${round}): bare fetch loop in workerd, ${lanes} at once`,
+  );
   const sampler = new Sampler(stack.workerdPid, 200);
   sampler.start();
-  const result = await stack.ceiling(n, prefix, false, lanes);
+  const result = await stack.ceiling(n, prefix, inMemory, lanes);
   const cpu = sampler.stop();
   const hits = duplicatesOf(await hitsFor(stack, prefix));
   if (result.errors > 0) notes.push(`ceiling N=${n}: ${result.errors} fetch errors (first: ${result.first_error})`);
@@ -539,12 +544,16 @@ async function main(): Promise<number> {
       // One invocation's ceiling too: on Cloudflare an invocation has only 6 connections waiting
       // for headers, and a drain uses FETCH_SLOTS of them (workerd doesn't cap it locally).
       const slotCeilings: Awaited<ReturnType<typeof ceilingRate>>[] = [];
+      // And the Worker's Drain itself over a queue in memory: the drain's own cost, the database's apart.
+      const inMemoryRuns: Awaited<ReturnType<typeof ceilingRate>>[] = [];
       for (let round = 1; round <= p.rounds; round++) {
         ceilings.push(await ceilingRate(stack, n, round));
         slotCeilings.push(await ceilingRate(stack, n, round, stack.fetchSlots));
+        inMemoryRuns.push(await ceilingRate(stack, n, round, stack.concurrency, true));
         tps.push(await throughput(stack, n, round));
       }
       const slotCeiling = Math.max(...slotCeilings.map((c) => c.rate));
+      const inMemoryRate = Math.max(...inMemoryRuns.map((c) => c.rate));
       const best = ceilings.reduce((a, b) => (b.rate > a.rate ? b : a));
       const ceiling = best.rate;
       const tpBest = tps.reduce((a, b) => (b.rate > a.rate ? b : a));
@@ -572,6 +581,10 @@ async function main(): Promise<number> {
       row(
         `one invocation's ceiling, N=${n} (the same loop, FETCH_SLOTS=${stack.fetchSlots} at once, as a drain may on Cloudflare)`,
         `${fmt(slotCeiling)} req/s (runs: ${slotCeilings.map((c) => fmt(c.rate)).join(', ')}); drain/this: ${fmt((tp.rate / slotCeiling) * 100, 1)}%`,
+      );
+      row(
+        `the same Drain over a queue in memory, N=${n} (no database: the drain's own cost)`,
+        `${fmt(inMemoryRate)} req/s (runs: ${inMemoryRuns.map((c) => fmt(c.rate)).join(', ')}); this/one invocation's ceiling: ${fmt((inMemoryRate / slotCeiling) * 100, 1)}%, drain/this: ${fmt((tp.rate / inMemoryRate) * 100, 1)}%`,
       );
       row(
         `errors / duplicates / never arrived, N=${n}`,
