@@ -47,11 +47,17 @@ export interface DrainExtras {
   memoryLimitBytes?: number;
   /**
    * Called (repeatedly; the caller rate-limits) while the drain's fetch slots
-   * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow, or every
-   * slot is stuck on a slow request while the queue may hold more (see saturated()). A Worker
-   * answers by starting another drain in another invocation, which has slots of its own.
+   * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow ('slow'),
+   * or its slots are stuck on slow requests while the queue may hold more ('stuck', see
+   * saturated()). A Worker answers by starting another drain in another invocation, which has
+   * slots of its own (passing it baseWaitMs, see below), and returns true when it did.
    */
-  onSaturated?: () => void;
+  onSaturated?: (reason: 'slow' | 'stuck', baseWaitMs: number) => boolean | void;
+  /**
+   * The median header wait (ms) at which a drain that started this one asked for help against
+   * slow targets (see baseWaitMs): this drain asks for more only while its own stays near it.
+   */
+  baseWaitMs?: number;
 }
 
 /** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
@@ -109,6 +115,15 @@ const FULL_CLAIM_EVERY_MS = 5000;
  * the rate (5 slots at 100 ms: 50 requests/s) and a helper drain multiplies it.
  */
 const HELPER_WAIT_MS = 10;
+/**
+ * Against slow targets, after a helper started, the next is asked for only once RECENT_WAITS
+ * responses have come in since, and only while their median wait is under this × the lowest
+ * median at which one was asked for (inherited by helpers). A target that can't answer more
+ * at once (one worker, a rate limit) answers every request later when more are sent: helpers
+ * then only lengthen its waits (seen: 7 drains holding 14 requests at a one-at-a-time target,
+ * waits 30 → 200 ms, nothing sent faster).
+ */
+const CONGESTED_FACTOR = 1.5;
 /**
  * The drain's timer firing late means its isolate is busy: header waits then measure the
  * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
@@ -203,7 +218,10 @@ export class Drain {
   /** The median of recentWaits when stuckAfter was computed. */
   private medianWait = 0;
   private headerWaitTotal = 0;
-  private readonly onSaturated: (() => void) | undefined;
+  private readonly onSaturated: DrainExtras['onSaturated'];
+  /** See CONGESTED_FACTOR: the lowest median wait a helper was asked for at (0: none yet), and headerWaits then. */
+  private baseWait: number;
+  private waitsAtHelper = Number.NEGATIVE_INFINITY;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
   private completed = 0;
@@ -284,6 +302,7 @@ export class Drain {
     this.sql = sql;
     this.fetchSlots = opts.fetchSlots ?? Infinity;
     this.onSaturated = extras.onSaturated;
+    this.baseWait = extras.baseWaitMs ?? 0;
     this.rawFetch = fetchFn;
     this.opts = opts;
     this.owner = extras.owner ?? crypto.randomUUID();
@@ -614,18 +633,32 @@ export class Drain {
    * would hold up the rest, and fetch slots, unlike `concurrency` slots, aren't released by being
    * slow), or rows wait for a slot against slow targets.
    */
-  private saturated(now: number, stuck: boolean): boolean {
-    if (this.waiting.size < this.fetchSlots || !this.claimPossible(now)) return false;
+  private saturated(now: number, stuck: boolean): 'slow' | 'stuck' | null {
+    if (this.waiting.size < this.fetchSlots || !this.claimPossible(now)) return null;
     // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
     // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
-    if (stuck) return this.recentLag(now) < this.stuckAfterMs() / 2;
     // All but one slot stuck (see mostlyStuck): the rows given back wait for a helper's slots.
-    if (this.mostlyStuck(now)) return this.recentLag(now) < this.stuckAfterMs() / 2;
+    if (stuck || this.mostlyStuck(now)) return this.recentLag(now) < this.stuckAfterMs() / 2 ? 'stuck' : null;
     // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
     // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
-    // invocation helps only then (locally, with ~1 ms targets, it would only add statements).
-    return this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+    // invocation helps only then (locally, with ~1 ms targets, it would only add statements),
+    // and only while the helpers so far haven't just made the targets slower.
+    const slow = this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
+    return slow && this.helpersPayOff() ? 'slow' : null;
   }
+
+  /**
+   * Another helper against slow targets may pay off: the last one's effect has been measured
+   * (RECENT_WAITS responses since) and the waits haven't grown past CONGESTED_FACTOR × the
+   * lowest median a helper was asked for at.
+   */
+  private helpersPayOff(): boolean {
+    if (this.headerWaits - this.waitsAtHelper < RECENT_WAITS) return false;
+    if (this.baseWait === 0) return true;
+    this.stuckAfterMs(); // refreshes medianWait
+    return this.medianWait <= CONGESTED_FACTOR * this.baseWait;
+  }
+
 
   /** One firing of the drain's timer, `late` ms after it was due (see BUSY_LAG_MS). */
   private noteLateness(now: number, late: number): void {
@@ -965,7 +998,20 @@ export class Drain {
         const keep = this.aheadLimit(now);
         if (this.ready.length > keep) this.releaseReady(keep);
       }
-      if (this.onSaturated && this.saturated(now, stuck)) this.onSaturated();
+      const reason = this.onSaturated ? this.saturated(now, stuck) : null;
+      if (reason !== null) {
+        // Against slow targets the base is the lowest median wait a helper was asked for at;
+        // the helper inherits it, so the whole tree stops adding load at the same point.
+        let base = this.baseWait;
+        if (reason === 'slow') {
+          this.stuckAfterMs(); // refreshes medianWait
+          base = base > 0 ? Math.min(base, this.medianWait) : this.medianWait;
+        }
+        if (this.onSaturated!(reason, base) === true && reason === 'slow') {
+          this.baseWait = base;
+          this.waitsAtHelper = this.headerWaits;
+        }
+      }
       const busy =
         this.claimInFlight ||
         this.releaseInFlight ||

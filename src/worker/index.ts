@@ -108,6 +108,8 @@ interface HelperSpec {
   hardLimitMs: number;
   /** Helpers this helper may start itself (a share of the trigger's DRAINS − 1, see Helpers). */
   tokens: number;
+  /** The starting drain's base header wait against slow targets (DrainExtras.baseWaitMs; 0: none). */
+  baseWaitMs: number;
   /**
    * The starting invocation's string variables and secrets: a helper runs with exactly its
    * configuration, even if a deploy changed them meanwhile (bindings such as HYPERDRIVE are the
@@ -126,12 +128,13 @@ function helperSpec(props: unknown): HelperSpec | null {
   if (typeof props !== 'object' || props === null) return null;
   const spec = (props as { drainHelper?: unknown }).drainHelper;
   if (typeof spec !== 'object' || spec === null) return null;
-  const { trigger, parent, budgetMs, hardLimitMs, tokens, vars } = spec as Record<string, unknown>;
+  const { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs, vars } = spec as Record<string, unknown>;
   if ((trigger !== 'cron' && trigger !== 'nudge') || typeof parent !== 'string') return null;
   if (typeof budgetMs !== 'number' || typeof hardLimitMs !== 'number' || !(budgetMs > 0 && hardLimitMs > budgetMs)) return null;
   if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 0) return null;
+  if (typeof baseWaitMs !== 'number' || !(baseWaitMs >= 0)) return null;
   if (typeof vars !== 'object' || vars === null) return null;
-  return { trigger, parent, budgetMs, hardLimitMs, tokens, vars: vars as Record<string, string> };
+  return { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs, vars: vars as Record<string, string> };
 }
 
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
@@ -170,20 +173,21 @@ class Helpers {
     private readonly ctx: ExecutionContext,
     private readonly env: Env,
     private readonly tokens: number,
-    private readonly spec: (now: number, tokens: number) => HelperSpec,
+    private readonly spec: (now: number, tokens: number, baseWaitMs: number) => HelperSpec,
   ) {}
 
-  spawn(): void {
+  /** Starts a helper drain unless the limits above say not now; true if one started. */
+  spawn(baseWaitMs: number): boolean {
     const now = Date.now();
     const available = this.tokens - this.used;
-    if (this.unavailable || available <= 0 || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return;
-    const spec = this.spec(now, Math.floor((available - 1) / 2));
-    if (spec.budgetMs < HELPER_MIN_BUDGET_MS) return;
+    if (this.unavailable || available <= 0 || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return false;
+    const spec = this.spec(now, Math.floor((available - 1) / 2), baseWaitMs);
+    if (spec.budgetMs < HELPER_MIN_BUDGET_MS) return false;
     const loopback = this.ctx.exports?.default;
     if (!loopback) {
       this.unavailable = true;
       log({ event: 'helper', parent: spec.parent, error: 'ctx.exports is unavailable (compatibility date before 2025-11-17?): one drain per trigger' });
-      return;
+      return false;
     }
     this.lastAt = now;
     const held = 1 + spec.tokens;
@@ -216,6 +220,7 @@ class Helpers {
         this.used -= held;
       });
     this.started.push(done);
+    return true;
   }
 
   /** Every helper's stats (null: it failed), once all started so far have ended. */
@@ -283,12 +288,13 @@ async function runDrain(
     const hardLimitMs = helper ? helper.hardLimitMs : trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
     const owner = crypto.randomUUID();
     const tokens = helper ? helper.tokens : settings.drains - 1;
-    const helpers = new Helpers(ctx, env, tokens, (now, given) => ({
+    const helpers = new Helpers(ctx, env, tokens, (now, given, baseWaitMs) => ({
       trigger,
       parent: owner,
       budgetMs: budgetMs - (now - started),
       hardLimitMs: hardLimitMs - (now - started),
       tokens: given,
+      baseWaitMs,
       // A helper's env already carries its starter's variables (see the fetch handler).
       vars: stringVars(env),
     }));
@@ -300,7 +306,8 @@ async function runDrain(
       lingerMs: helper ? 0 : settings.lingerMs,
       // The starting drain writes the heartbeat once its helpers are done, with their totals.
       heartbeat: false,
-      ...(tokens > 0 ? { onSaturated: () => helpers.spawn() } : {}),
+      ...(helper && helper.baseWaitMs > 0 ? { baseWaitMs: helper.baseWaitMs } : {}),
+      ...(tokens > 0 ? { onSaturated: (_reason: 'slow' | 'stuck', baseWaitMs: number) => helpers.spawn(baseWaitMs) } : {}),
     });
     run.drain = drain;
     const stats = await drain.run();

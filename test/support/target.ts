@@ -24,6 +24,8 @@ export async function startTarget(): Promise<Target> {
   const hits = new Map<string, number>();
   /** /held/<ms>/<label>/…: requests of each label being held now, and the most at once. */
   const held = new Map<string, { now: number; max: number }>();
+  /** /serial/<ms>/<label>/…: when each label's single worker is next free (a target with no parallel capacity). */
+  const serialFreeAt = new Map<string, number>();
   let arrivals: Arrival[] = [];
   const timers = new Set<NodeJS.Timeout>();
   const sockets = new Set<Socket>();
@@ -143,6 +145,33 @@ export async function startTarget(): Promise<Target> {
       later(res, ms, () => {
         release();
         text(res, 200, `held ${ms}`);
+      });
+      return;
+    }
+
+    // One at a time per label, <ms> each, in arrival order: a server with one worker, whose
+    // answers slow down with every request sent to it at once. Counted like /held/ (waiting
+    // or being served, under the same label namespace).
+    const serial = /^\/serial\/(\d+)\/([^/]+)\//.exec(path);
+    if (serial) {
+      const ms = Number(serial[1]);
+      const label = serial[2]!;
+      record(path);
+      const count = held.get(label) ?? { now: 0, max: 0 };
+      held.set(label, count);
+      count.now++;
+      count.max = Math.max(count.max, count.now);
+      const start = Math.max(Date.now(), serialFreeAt.get(label) ?? 0);
+      serialFreeAt.set(label, start + ms);
+      let holding = true;
+      const release = () => {
+        if (holding) count.now--;
+        holding = false;
+      };
+      res.on('close', release);
+      later(res, start + ms - Date.now(), () => {
+        release();
+        text(res, 200, `serial ${ms}`);
       });
       return;
     }

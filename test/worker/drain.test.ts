@@ -381,7 +381,7 @@ describe('drain end to end', () => {
     // queue holds more: one slot is what limits the rate, so the drain is saturated.
     for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}/held/30/${label}/${i}`})::text as id`);
     let calls = 0;
-    const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => calls++ });
+    const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { calls++; } });
     expect(busy).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
     expect(busy.header_wait_ms).toBeGreaterThanOrEqual(30);
     expect(calls).toBeGreaterThan(0);
@@ -389,7 +389,7 @@ describe('drain end to end', () => {
     // The same with targets answering at once: more drains would only share this isolate's CPU.
     let fastCalls = 0;
     for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
-    const fast = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => fastCalls++ });
+    const fast = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { fastCalls++; } });
     expect(fast).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
     expect(fastCalls).toBe(0);
 
@@ -397,7 +397,7 @@ describe('drain end to end', () => {
     const slowCalls: number[] = [];
     const started = Date.now();
     await queue(db.sql`select net.http_get(${`${target}/delay/1800`})::text as id`);
-    const slow = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1 }), { onSaturated: () => slowCalls.push(Date.now() - started) });
+    const slow = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1 }), { onSaturated: () => { slowCalls.push(Date.now() - started); } });
     expect(slow).toMatchObject({ claimed: 1, recorded: 1, errors: 0 });
     expect(slowCalls.length).toBeGreaterThan(0);
     expect(slowCalls[0]).toBeGreaterThanOrEqual(1000);
@@ -405,7 +405,7 @@ describe('drain end to end', () => {
     // Work that fits its slots: never.
     let fits = 0;
     for (let i = 0; i < 3; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/fit${i}`})::text as id`);
-    await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 4 }), { onSaturated: () => fits++ });
+    await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 4 }), { onSaturated: () => { fits++; } });
     expect(fits).toBe(0);
   });
 
@@ -437,7 +437,7 @@ describe('drain end to end', () => {
     spin();
     let calls = 0;
     try {
-      const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => calls++ });
+      const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { calls++; } });
       expect(busy).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
     } finally {
       spinning = false;

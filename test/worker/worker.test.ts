@@ -196,6 +196,24 @@ describe('POST /nudge', () => {
     expect(Object.values(await hits(`/held/40/${label}/`))).toEqual(Array(120).fill(1));
   });
 
+  it('a target that answers one request at a time: helpers stop coming once they only lengthen its waits', async () => {
+    // /serial/15: one worker, 15 ms per request. With FETCH_SLOTS=2 two wait at once, ~30 ms
+    // each (≥ HELPER_WAIT_MS: "slow targets"); every helper adds its 2 to the target's queue and
+    // lengthens every wait, sending nothing faster. DRAINS=8 would allow 16 at once.
+    const label = `serial${Date.now().toString(36)}`;
+    await db.sql`select net.http_get(${`${target}/serial/15/${label}/`} || g, timeout_milliseconds => 10000) from generate_series(1, 150) g`;
+    const logs = captureLogs();
+    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '2', DRAINS: '8' });
+    expect((await response).status).toBe(202);
+    await waitOnExecutionContext(ctx);
+    expect((await counts(db.sql)).queued).toBe(0);
+    expect(Object.values(await hits(`/serial/15/${label}/`))).toEqual(Array(150).fill(1));
+    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
+    const drains = logs.filter((l) => l.event === 'drain');
+    expect(held.max).toBeLessThanOrEqual(6);
+    expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(150);
+  });
+
   it('a drain stuck on a slow request with nothing else queued starts ever fewer helpers as they keep finding nothing', async () => {
     // One 4 s request, FETCH_SLOTS=1: the drain is stuck (its one slot held, the queue not known
     // to be empty) for ~3 s. Each helper finds nothing; the pause before the next doubles
