@@ -659,7 +659,6 @@ export class Drain {
     return this.medianWait <= CONGESTED_FACTOR * this.baseWait;
   }
 
-
   /** One firing of the drain's timer, `late` ms after it was due (see BUSY_LAG_MS). */
   private noteLateness(now: number, late: number): void {
     this.rollLagWindow(now);

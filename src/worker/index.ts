@@ -108,7 +108,7 @@ interface HelperSpec {
   hardLimitMs: number;
   /** Helpers this helper may start itself (a share of the trigger's DRAINS − 1, see Helpers). */
   tokens: number;
-  /** The starting drain's base header wait against slow targets (DrainExtras.baseWaitMs; 0: none). */
+  /** The starting drain's base header wait against slow targets, inherited (DrainExtras.baseWaitMs; 0: none). */
   baseWaitMs: number;
   /**
    * The starting invocation's string variables and secrets: a helper runs with exactly its
@@ -132,9 +132,11 @@ function helperSpec(props: unknown): HelperSpec | null {
   if ((trigger !== 'cron' && trigger !== 'nudge') || typeof parent !== 'string') return null;
   if (typeof budgetMs !== 'number' || typeof hardLimitMs !== 'number' || !(budgetMs > 0 && hardLimitMs > budgetMs)) return null;
   if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 0) return null;
-  if (typeof baseWaitMs !== 'number' || !(baseWaitMs >= 0)) return null;
+  // Optional: props from a version before it mean none.
+  const base = baseWaitMs === undefined ? 0 : baseWaitMs;
+  if (typeof base !== 'number' || !(base >= 0)) return null;
   if (typeof vars !== 'object' || vars === null) return null;
-  return { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs, vars: vars as Record<string, string> };
+  return { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs: base, vars: vars as Record<string, string> };
 }
 
 /** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
