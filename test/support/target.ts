@@ -53,6 +53,24 @@ export async function startTarget(): Promise<Target> {
     res.end(body);
   };
 
+  /** Answers `body` after ms, counting the request under `label` (see held) until it is answered or the client gives up. */
+  const holdFor = (res: ServerResponse, label: string, ms: number, body: string) => {
+    const count = held.get(label) ?? { now: 0, max: 0 };
+    held.set(label, count);
+    count.now++;
+    count.max = Math.max(count.max, count.now);
+    let holding = true;
+    const release = () => {
+      if (holding) count.now--;
+      holding = false;
+    };
+    res.on('close', release);
+    later(res, ms, () => {
+      release();
+      text(res, 200, body);
+    });
+  };
+
   const json = (res: ServerResponse, value: unknown) => text(res, 200, JSON.stringify(value), 'application/json');
 
   const readBody = (req: IncomingMessage): Promise<Buffer> =>
@@ -129,23 +147,8 @@ export async function startTarget(): Promise<Target> {
     const hold = /^\/held\/(\d+)\/([^/]+)\//.exec(path);
     if (hold) {
       const ms = Number(hold[1]);
-      const label = hold[2]!;
       record(path);
-      const count = held.get(label) ?? { now: 0, max: 0 };
-      held.set(label, count);
-      count.now++;
-      count.max = Math.max(count.max, count.now);
-      // Until the reply is sent or the client gives up, whichever comes first.
-      let holding = true;
-      const release = () => {
-        if (holding) count.now--;
-        holding = false;
-      };
-      res.on('close', release);
-      later(res, ms, () => {
-        release();
-        text(res, 200, `held ${ms}`);
-      });
+      holdFor(res, hold[2]!, ms, `held ${ms}`);
       return;
     }
 
@@ -157,22 +160,9 @@ export async function startTarget(): Promise<Target> {
       const ms = Number(serial[1]);
       const label = serial[2]!;
       record(path);
-      const count = held.get(label) ?? { now: 0, max: 0 };
-      held.set(label, count);
-      count.now++;
-      count.max = Math.max(count.max, count.now);
       const start = Math.max(Date.now(), serialFreeAt.get(label) ?? 0);
       serialFreeAt.set(label, start + ms);
-      let holding = true;
-      const release = () => {
-        if (holding) count.now--;
-        holding = false;
-      };
-      res.on('close', release);
-      later(res, start + ms - Date.now(), () => {
-        release();
-        text(res, 200, `serial ${ms}`);
-      });
+      holdFor(res, label, start + ms - Date.now(), `serial ${ms}`);
       return;
     }
 
