@@ -15,6 +15,11 @@ export async function hits(prefix: string): Promise<Record<string, number>> {
   return (await response.json()) as Record<string, number>;
 }
 
+/** The most requests of a /held/ or /serial/ label the target held at once. */
+export async function heldMax(label: string): Promise<number> {
+  return ((await (await fetch(`${target}/__held?label=${label}`)).json()) as { max: number }).max;
+}
+
 export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 20_000): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {

@@ -5,7 +5,7 @@ import { afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import worker, { type Env } from '../../src/worker/index.ts';
 import { withDatabase } from '../support/urls.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
-import { counts, hits, target, uniquePrefix } from './helpers.ts';
+import { counts, heldMax, hits, target, uniquePrefix } from './helpers.ts';
 
 const SECRET = 'nudge-secret-value-123';
 let db: TestDatabase;
@@ -42,6 +42,16 @@ function captureLogs(): Array<Record<string, unknown>> {
     if (typeof line === 'string' && line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
   });
   return lines;
+}
+
+/** One nudge with these variables, waited out: the queue must be empty after; returns the drains' log lines. */
+async function drainWith(vars: Partial<Env>): Promise<Array<Record<string, unknown>>> {
+  const logs = captureLogs();
+  const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, ...vars });
+  expect((await response).status).toBe(202);
+  await waitOnExecutionContext(ctx);
+  expect((await counts(db.sql)).queued).toBe(0);
+  return logs.filter((l) => l.event === 'drain');
 }
 
 describe('POST /nudge', () => {
@@ -162,16 +172,10 @@ describe('POST /nudge', () => {
     const label = `mostlystuck${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/delay/3000`}, timeout_milliseconds => 10000) from generate_series(1, 2)`;
     await db.sql`select net.http_get(${`${target}/held/5/${label}/`} || g) from generate_series(1, 300) g`;
-    const logs = captureLogs();
-    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '3', DRAINS: '4' });
-    expect((await response).status).toBe(202);
-    await waitOnExecutionContext(ctx);
-    expect((await counts(db.sql)).queued).toBe(0);
+    const drains = await drainWith({ FETCH_SLOTS: '3', DRAINS: '4' });
     expect(Object.values(await hits(`/held/5/${label}/`))).toEqual(Array(300).fill(1));
     // One drain alone sends them one at a time; with a helper's slots, several at once.
-    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
-    expect(held.max).toBeGreaterThan(1);
-    const drains = logs.filter((l) => l.event === 'drain');
+    expect(await heldMax(label)).toBeGreaterThan(1);
     expect(drains.filter((l) => l.helper === true && Number(l.claimed) > 0).length).toBeGreaterThan(0);
     // Rows given back were claimed again by exactly one drain each.
     expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(302);
@@ -182,15 +186,10 @@ describe('POST /nudge', () => {
     // drain; with helpers up to 6 are held at once, never more (DRAINS × FETCH_SLOTS).
     const label = `slowtargets${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/held/40/${label}/`} || g) from generate_series(1, 120) g`;
-    const logs = captureLogs();
-    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '2', DRAINS: '3' });
-    expect((await response).status).toBe(202);
-    await waitOnExecutionContext(ctx);
-    expect((await counts(db.sql)).queued).toBe(0);
-    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
-    expect(held.max).toBeGreaterThan(2);
-    expect(held.max).toBeLessThanOrEqual(6);
-    const drains = logs.filter((l) => l.event === 'drain');
+    const drains = await drainWith({ FETCH_SLOTS: '2', DRAINS: '3' });
+    const held = await heldMax(label);
+    expect(held).toBeGreaterThan(2);
+    expect(held).toBeLessThanOrEqual(6);
     expect(drains.filter((l) => l.helper === true).length).toBeGreaterThan(0);
     expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(120);
     expect(Object.values(await hits(`/held/40/${label}/`))).toEqual(Array(120).fill(1));
@@ -202,15 +201,9 @@ describe('POST /nudge', () => {
     // lengthens every wait, sending nothing faster. DRAINS=8 would allow 16 at once.
     const label = `serial${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/serial/15/${label}/`} || g, timeout_milliseconds => 10000) from generate_series(1, 150) g`;
-    const logs = captureLogs();
-    const { ctx, response } = nudge(`Bearer ${SECRET}`, { ...workerEnv, FETCH_SLOTS: '2', DRAINS: '8' });
-    expect((await response).status).toBe(202);
-    await waitOnExecutionContext(ctx);
-    expect((await counts(db.sql)).queued).toBe(0);
+    const drains = await drainWith({ FETCH_SLOTS: '2', DRAINS: '8' });
     expect(Object.values(await hits(`/serial/15/${label}/`))).toEqual(Array(150).fill(1));
-    const held = (await (await fetch(`${target}/__held?label=${label}`)).json()) as { now: number; max: number };
-    const drains = logs.filter((l) => l.event === 'drain');
-    expect(held.max).toBeLessThanOrEqual(6);
+    expect(await heldMax(label)).toBeLessThanOrEqual(6);
     expect(drains.reduce((n, l) => n + Number(l.claimed), 0)).toBe(150);
   });
 
@@ -245,7 +238,7 @@ describe('POST /nudge', () => {
     const drains = logs.filter((l) => l.event === 'drain');
     expect(drains).toHaveLength(1);
     expect(drains[0]).toMatchObject({ claimed: 80, recorded: 80, errors: 0 });
-    expect(((await (await fetch(`${target}/__held?label=${label}`)).json()) as { max: number }).max).toBeLessThanOrEqual(2);
+    expect(await heldMax(label)).toBeLessThanOrEqual(2);
   });
 
   it('two nudges at once coalesce into one drain', async () => {
