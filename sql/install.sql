@@ -184,6 +184,52 @@ begin
 end
 $$;
 
+-- Version 3 (security, SPEC section 7): each request belongs to the role that queued it, and
+-- row-level security lets every role see only its own requests and responses (or those of roles
+-- it is a member of). The worker connects as the owner of net, which RLS does not restrict (the
+-- tables are not FORCE ROW LEVEL SECURITY, on purpose).
+do $$
+declare
+  net_owner oid := (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'net');
+begin
+  if exists (select from net._migrations where version = 3) then
+    return;
+  end if;
+
+  -- owner: the role that queued the request (current_user: inside a SECURITY DEFINER function,
+  -- its owner). expired_leases: how often a claim found the row's lease expired (its drain died);
+  -- after the 3rd the row ends with an error instead of being sent again.
+  alter table net.http_request_queue
+    add column if not exists owner          regrole,
+    add column if not exists expired_leases int not null default 0;
+  -- retry_claim: stamped by net.retry's row-level-security-gated UPDATE (see net._requeue).
+  alter table net._http_response
+    add column if not exists owner       regrole,
+    add column if not exists retry_claim timestamptz;
+  -- Rows queued before this version belong to the owner of net (only it and admins see them).
+  update net.http_request_queue set owner = net_owner::regrole where owner is null;
+  update net._http_response set owner = net_owner::regrole where owner is null;
+  alter table net.http_request_queue
+    alter column owner set default pg_catalog.to_regrole(pg_catalog.quote_ident(current_user));
+
+  -- Members of this role see every request (e.g. an operator's role). "pg_" names are reserved.
+  -- Without CREATEROLE the install goes on without it (only the owner of net and superusers see all).
+  if not exists (select from pg_catalog.pg_roles where rolname = 'net_edge_admin') then
+    begin
+      create role net_edge_admin nologin;
+    exception when insufficient_privilege then
+      raise warning 'could not create role net_edge_admin (no CREATEROLE): only the owner of schema net and superusers see every request';
+    end;
+  end if;
+
+  alter table net.http_request_queue enable row level security;
+  alter table net._http_response enable row level security;
+
+  insert into net._migrations (version, description)
+  values (3, 'request owners, row-level security, expired lease count');
+end
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- 3. Helpers (not granted to PUBLIC; the SECURITY DEFINER API calls them as the owner)
 -------------------------------------------------------------------------------------------------
@@ -518,8 +564,164 @@ as $$
 $$;
 
 -------------------------------------------------------------------------------------------------
--- 4. User-facing API (pg_net's signatures). SECURITY DEFINER so any role with USAGE on net can
---    queue without privileges on the tables; search_path pinned so callers can't hijack names.
+-- 3b. Security (SPEC section 7): who sees which rows, and the call-time limits.
+-------------------------------------------------------------------------------------------------
+
+-- True when the current role sees every request: superusers, the owner of schema net (the
+-- worker's role) and members of net_edge_admin. SECURITY INVOKER on purpose: as a SECURITY DEFINER
+-- function current_user would be the owner of net, and everyone would see all.
+create or replace function net._sees_all()
+returns boolean
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+      or coalesce(pg_has_role(current_user, (select n.nspowner from pg_namespace n where n.nspname = 'net'), 'MEMBER'), false)
+      or coalesce(pg_has_role(current_user, to_regrole('net_edge_admin')::oid, 'MEMBER'), false)
+$$;
+
+-- The row-level security rule of both tables: a request (or its response) is visible to roles
+-- that are members of its owner, and to those net._sees_all() lets see everything.
+create or replace function net._visible(owner regrole)
+returns boolean
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(pg_has_role(current_user, owner::oid, 'MEMBER'), false) or net._sees_all()
+$$;
+
+-- A call-time limit (bytes): the setting of the owner of net in this database, from the catalog
+-- only (role+database, role, database, all roles), never the caller's session, where anyone could
+-- SET it. Missing or invalid: fallback; above ceiling: ceiling.
+create or replace function net._limit(setting_name text, fallback bigint, ceiling bigint)
+returns bigint
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select least(coalesce(
+           (select case when btrim(substr(v, length(setting_name) + 2)) ~ '^[+]?[0-9]{1,15}$'
+                        then nullif(btrim(substr(v, length(setting_name) + 2))::bigint, 0) end
+            from pg_namespace n
+            join pg_db_role_setting s on s.setrole in (0, n.nspowner)
+                                     and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
+            cross join lateral unnest(s.setconfig) as v
+            where n.nspname = 'net' and v like setting_name || '=%'
+            order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
+            limit 1),
+           fallback), ceiling)
+$$;
+
+-- The limits in force: pg_net.max_body_bytes (request body; default 2 MiB, so a drain's
+-- concurrent bodies fit a Worker's 128 MB; at most 100 MiB, Cloudflare's request body limit on
+-- Free/Pro), pg_net.max_url_bytes (16 KiB, what Cloudflare accepts for a URL) and
+-- pg_net.max_header_bytes (request headers, names + values; default 32 KiB, at most 128 KiB).
+create or replace function net._limits(out max_body_bytes bigint, out max_url_bytes bigint, out max_header_bytes bigint)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._limit('pg_net.max_body_bytes', 2097152, 104857600),
+         net._limit('pg_net.max_url_bytes', 16384, 16384),
+         net._limit('pg_net.max_header_bytes', 32768, 131072)
+$$;
+
+-- How to raise a limit, for the error messages.
+create or replace function net._limit_hint(setting_name text, ceiling bigint)
+returns text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select format('The owner of schema net (%s) can raise it, up to %s: ALTER DATABASE %s SET %s = <bytes>;',
+                (select pg_get_userbyid(n.nspowner) from pg_namespace n where n.nspname = 'net'),
+                ceiling, quote_ident(current_database()), setting_name)
+$$;
+
+-- BEFORE INSERT on net.http_request_queue: every check a queued row must pass, so a row that
+-- would fail later (or stall the queue) is refused in the caller's transaction, whether it comes
+-- through the API, net.retry or a direct INSERT. A null url is left to the NOT NULL constraint
+-- (23502 "null value in column "url"", as pg_net).
+create or replace function net._check_queue_row()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  lim        record;
+  authority  text;
+  item       record;
+  bad        text;
+  head_bytes bigint := 0;
+begin
+  select * into lim from net._limits();
+  if new.url is not null then
+    -- Length first: a 10 MB URL is refused without being scanned or echoed.
+    if octet_length(new.url) > lim.max_url_bytes then
+      raise exception 'URL is % bytes; the limit is pg_net.max_url_bytes = % bytes', octet_length(new.url), lim.max_url_bytes
+        using errcode = 'program_limit_exceeded',
+              hint = 'Send long data in the body (POST) instead of the query string.';
+    end if;
+    perform net._check_url(new.url);
+    authority := substring(new.url from '^[A-Za-z]+://([^/?#]*)');
+    if strpos(authority, '@') > 0 then
+      raise exception 'URL must not contain credentials (user:password@host): they would be stored and sent in clear'
+        using errcode = 'invalid_parameter_value',
+              hint = 'Remove them from the URL and send an Authorization header instead, e.g. headers := jsonb_build_object(''Authorization'', ''Basic '' || encode(convert_to(''user:password'', ''UTF8''), ''base64'')).';
+    end if;
+  end if;
+  if new.method is null or new.method not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then
+    raise exception 'unknown HTTP method "%": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS', new.method
+      using errcode = 'invalid_parameter_value';
+  end if;
+  new.headers := net._check_headers(new.headers);
+  for item in select key, value #>> '{}' as value from jsonb_each(new.headers) loop
+    -- Control characters other than tab are refused by fetch at send time; refuse them now.
+    bad := substring(item.value from '[\x01-\x08\x0a-\x1f\x7f]');
+    if bad is not null then
+      raise exception 'header "%" value contains the control character U+%; header values may only hold visible characters, spaces and tabs',
+                      item.key, lpad(upper(to_hex(ascii(bad))), 4, '0')
+        using errcode = 'invalid_parameter_value',
+              hint = 'Remove it, or encode the value (e.g. base64 or percent-encoding).';
+    end if;
+    head_bytes := head_bytes + octet_length(item.key) + octet_length(item.value) + 4;  -- ": " and CRLF
+  end loop;
+  if head_bytes > lim.max_header_bytes then
+    raise exception 'request headers are % bytes; the limit is pg_net.max_header_bytes = % bytes', head_bytes, lim.max_header_bytes
+      using errcode = 'program_limit_exceeded', hint = net._limit_hint('pg_net.max_header_bytes', 131072);
+  end if;
+  if octet_length(new.body) > lim.max_body_bytes then
+    raise exception 'request body is % bytes; the limit is pg_net.max_body_bytes = % bytes', octet_length(new.body), lim.max_body_bytes
+      using errcode = 'program_limit_exceeded',
+            hint = 'Send a smaller body (or several requests). ' || net._limit_hint('pg_net.max_body_bytes', 104857600);
+  end if;
+  if new.timeout_milliseconds is not null and (new.timeout_milliseconds <= 0 or new.timeout_milliseconds > 300000) then
+    raise exception 'timeout_milliseconds must be between 1 and 300000 (5 minutes), got %', new.timeout_milliseconds
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if new.max_attempts < 1 or new.max_attempts > 50 then
+    raise exception 'max_attempts must be between 1 and 50, got %', new.max_attempts using errcode = 'invalid_parameter_value';
+  end if;
+  if new.retry_max_delay_ms < 0 or new.retry_max_delay_ms > 86400000 then
+    raise exception 'retry_max_delay_ms must be between 0 and 86400000 (1 day), got %', new.retry_max_delay_ms
+      using errcode = 'invalid_parameter_value';
+  end if;
+  -- 'infinity' or a far date would hold the row (and a sync collect) for ever.
+  if new.not_before is not null and (not isfinite(new.not_before) or new.not_before > clock_timestamp() + interval '1 year') then
+    raise exception 'not_before must be a finite time within 1 year from now, got %', new.not_before
+      using errcode = 'invalid_parameter_value',
+            hint = 'Use a time (or delay) within a year; for later, queue it from a scheduled job (e.g. pg_cron) nearer the time.';
+  end if;
+  return new;
+end
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- 4. User-facing API (pg_net's signatures). SECURITY INVOKER: the request belongs to the caller
+--    (current_user), and row-level security decides what it sees; PUBLIC may insert the request
+--    columns of the queue (section 6). search_path pinned so callers can't hijack names.
 -------------------------------------------------------------------------------------------------
 
 create or replace function net.http_get(
@@ -531,7 +733,7 @@ create or replace function net.http_get(
 returns bigint
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -551,7 +753,7 @@ create or replace function net.http_post(
 returns bigint
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -572,6 +774,11 @@ begin
   if not found_type then
     clean := clean || '{"Content-Type": "application/json"}'::jsonb;
   end if;
+  -- pg_net raises here too (same text); a POST without a body is net.http_request('POST', url).
+  if body is null then
+    raise exception 'body must not be null'
+      using hint = 'Pass a JSON body (e.g. ''{}''::jsonb), or use net.http_request(''POST'', url) for a POST without one.';
+  end if;
   return net._enqueue('POST', url, params, clean,
                       convert_to(body::text, 'UTF8'), timeout_milliseconds);
 end
@@ -589,7 +796,7 @@ create or replace function net.http_delete(
 returns bigint
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -669,7 +876,7 @@ create or replace function net.http_request(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._request(method, url, convert_to(body::text, 'UTF8'), 'application/json', params, headers,
@@ -693,7 +900,7 @@ create or replace function net.http_request(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._request(method, url, convert_to(body, 'UTF8'), 'text/plain; charset=utf-8', params, headers,
@@ -718,7 +925,7 @@ create or replace function net.http_request(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._request(method, url, convert_to(body::text, 'UTF8'), 'application/json', params, headers,
@@ -742,7 +949,7 @@ create or replace function net.http_request(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._request(method, url, body, 'application/octet-stream', params, headers,
@@ -790,7 +997,7 @@ create or replace function net.http_put(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._json_request('PUT', url, body, params, headers, timeout_milliseconds)
@@ -808,7 +1015,7 @@ create or replace function net.http_patch(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._json_request('PATCH', url, body, params, headers, timeout_milliseconds)
@@ -868,7 +1075,7 @@ create or replace function net.http_post_form(
 returns bigint
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._request('POST', url, convert_to(net.form_urlencode(form), 'UTF8'), 'application/x-www-form-urlencoded',
@@ -893,7 +1100,7 @@ create or replace function net.request_status(request_id bigint)
 returns text
 language sql
 stable
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select case
@@ -913,29 +1120,36 @@ comment on function net.request_status(bigint) is
   'queued / in flight / waiting to retry / succeeded / failed / unknown';
 
 -- Requests that failed for good, newest first, with what net.retry() would send again.
+-- A view runs with its owner's rights, which row-level security does not restrict: it filters
+-- with the same rule itself (current_user is the querying role here).
 create or replace view net.failed_requests as
   select r.id, r.method, r.url, r.status_code, r.error_msg, r.timed_out, r.attempts, r.created
   from net._http_response r
-  where r.error_msg is not null or r.status_code >= 400
+  where (r.error_msg is not null or r.status_code >= 400)
+    and net._visible(r.owner)
   order by r.created desc, r.id desc;
 comment on view net.failed_requests is
   'Finished requests with an error or a 4xx/5xx status; net.retry(id) queues one again';
 
 -- Queues a failed request again under the same id (its response row is removed, so
 -- net.request_status and net.http_collect_response follow the new attempt). Its method, url,
--- headers, body, timeout and retry policy are the stored ones; max_attempts may be overridden.
+-- headers, body, timeout and retry policy are the stored ones; max_attempts (at most 10) may be
+-- overridden, and delay (at most 1 day) postpones it. SECURITY INVOKER: the caller proves it may
+-- see the request with an UPDATE that row-level security gates (it also locks the row: of two
+-- concurrent retries the second finds it gone); net._requeue then moves it back to the queue.
 create or replace function net.retry(request_id bigint, max_attempts int default null, delay interval default null)
 returns bigint
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  r net._http_response%rowtype;
+  r record;
 begin
-  -- Locks the row: of two concurrent retries of one request, the second finds it gone.
-  select * into r from net._http_response x where x.id = request_id for update;
+  update net._http_response x set retry_claim = clock_timestamp()
+   where x.id = request_id
+  returning x.status_code, x.error_msg, (x.method is not null and x.url is not null) as resendable into r;
   if not found then
     if exists (select from net.http_request_queue q where q.id = request_id) then
       raise exception 'request % is still %; only finished requests can be retried', request_id,
@@ -949,21 +1163,86 @@ begin
     raise exception 'request % succeeded (HTTP %); only failed requests can be retried', request_id, r.status_code
       using errcode = 'object_not_in_prerequisite_state';
   end if;
-  if r.method is null or r.url is null then
+  if not r.resendable then
     raise exception 'request % has no stored request to send again (it finished before pg-net-edge schema v2)', request_id
       using errcode = 'object_not_in_prerequisite_state';
   end if;
-  if max_attempts is not null and (max_attempts < 1 or max_attempts > 50) then
-    raise exception 'max_attempts must be between 1 and 50, got %', max_attempts using errcode = 'invalid_parameter_value';
+  if max_attempts is not null and (max_attempts < 1 or max_attempts > 10) then
+    raise exception 'max_attempts must be between 1 and 10 for a retry, got %', max_attempts
+      using errcode = 'invalid_parameter_value';
   end if;
-  if delay < interval '0' then
-    raise exception 'delay must not be negative, got %', delay using errcode = 'invalid_parameter_value';
+  if delay < interval '0' or delay > interval '1 day' then
+    raise exception 'delay must be between 0 and 1 day, got %', delay using errcode = 'invalid_parameter_value';
+  end if;
+  return net._requeue(request_id, max_attempts, delay);
+end
+$$;
+
+-- True when a row version with this xmin was written by the current transaction (or one of its
+-- subtransactions): a visible row version whose writer is still in progress can only be ours.
+create or replace function net._written_by_current_transaction(row_xid xid)
+returns boolean
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  mine    bigint := pg_current_xact_id_if_assigned()::text::bigint;
+  widened bigint;
+begin
+  if mine is null or row_xid is null then
+    return false;
+  end if;
+  -- xmin is 32 bits; widen it to a full xid8 using the epoch of our own xid.
+  widened := (mine & ~4294967295::bigint) | row_xid::text::bigint;
+  if widened > mine + 2147483648 then
+    widened := widened - 4294967296;
+  elsif widened < mine - 2147483648 then
+    widened := widened + 4294967296;
+  end if;
+  return pg_xact_status(widened::text::xid8) = 'in progress';
+exception when others then
+  return false;
+end
+$$;
+
+-- net.retry's second half, as the owner of net (PUBLIC can't write the queue's lease columns or
+-- delete responses). Anyone may call it, so it checks itself that the caller's transaction has
+-- just written the response row (net.retry's RLS-gated UPDATE): another role's id answers
+-- exactly like an unknown one.
+create or replace function net._requeue(request_id bigint, max_attempts int, delay interval)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  r       net._http_response%rowtype;
+  row_xid xid;
+begin
+  select x.xmin into row_xid from net._http_response x where x.id = request_id for update;
+  if not net._written_by_current_transaction(row_xid) then
+    raise exception 'request % not found (never queued, or its response was deleted after pg_net.ttl)', request_id
+      using errcode = 'no_data_found';
+  end if;
+  if max_attempts is not null and (max_attempts < 1 or max_attempts > 10) then
+    raise exception 'max_attempts must be between 1 and 10 for a retry, got %', max_attempts
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if delay < interval '0' or delay > interval '1 day' then
+    raise exception 'delay must be between 0 and 1 day, got %', delay using errcode = 'invalid_parameter_value';
+  end if;
+  select * into r from net._http_response x where x.id = request_id;
+  if not net._failed(r.status_code, r.error_msg) or r.method is null or r.url is null then
+    raise exception 'request % cannot be retried (it succeeded or has no stored request)', request_id
+      using errcode = 'object_not_in_prerequisite_state';
   end if;
   insert into net.http_request_queue (id, method, url, headers, body, timeout_milliseconds, max_attempts,
-                                      retry_max_delay_ms, not_before)
+                                      retry_max_delay_ms, not_before, owner)
   values (r.id, r.method, r.url, coalesce(r.request_headers, '{}'), r.request_body,
-          coalesce(r.timeout_milliseconds, 2000), coalesce(max_attempts, r.max_attempts, 1),
-          coalesce(r.retry_max_delay_ms, 60000), clock_timestamp() + delay);
+          coalesce(r.timeout_milliseconds, 2000), least(coalesce(max_attempts, r.max_attempts, 1), 50),
+          coalesce(r.retry_max_delay_ms, 60000), clock_timestamp() + delay, r.owner);
   delete from net._http_response x where x.id = request_id;
   perform pg_notify('pg_net_edge_wake', '');
   return request_id;
@@ -1005,6 +1284,17 @@ exception when others then
 end
 $$;
 
+-- When a worker last checked in (net._worker_status is not readable by PUBLIC: it holds drain stats).
+create or replace function net._worker_last_seen()
+returns timestamptz
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.last_seen from net._worker_status s where s.id = 1
+$$;
+
 -- pg_net's collect_response: SUCCESS with the response, ERROR with the worker's error message,
 -- PENDING while queued (also while waiting to retry), ERROR 'request matching request_id not
 -- found' when unknown (pg_net can't tell those two apart). async := false waits for the final
@@ -1014,7 +1304,7 @@ create or replace function net._http_collect_response(request_id bigint, async b
 returns net.http_response_result
 language plpgsql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -1023,6 +1313,7 @@ declare
   status   text;
   budget   bigint;
   deadline timestamptz;
+  seen     timestamptz;
 begin
   loop
     -- Each statement takes a fresh snapshot (READ COMMITTED), so the loop sees the worker's commits.
@@ -1057,6 +1348,15 @@ begin
           using errcode = 'object_not_in_prerequisite_state',
                 hint = 'Commit first, then call net.http_collect_response(id, async := false) in a new transaction.';
       end if;
+      -- No worker has checked in lately and none holds the request: waiting would only end in
+      -- the same answer minutes later.
+      if not coalesce(queued.lease_expires > clock_timestamp(), false) then
+        seen := net._worker_last_seen();
+        if seen is null or seen < clock_timestamp() - interval '2 minutes' then
+          return row('PENDING', format('request is pending, and %s', net._worker_down_message(seen)),
+                     null)::net.http_response_result;
+        end if;
+      end if;
       budget := greatest(queued.max_attempts, 1)::bigint * (queued.timeout_milliseconds + 65000)
                 + (greatest(queued.max_attempts, 1) - 1)::bigint * queued.retry_max_delay_ms;
       deadline := greatest(clock_timestamp(), queued.not_before) + make_interval(secs => budget / 1000.0);
@@ -1073,7 +1373,7 @@ create or replace function net.http_collect_response(request_id bigint, async bo
 returns net.http_response_result
 language sql
 volatile
-security definer
+security invoker
 set search_path = pg_catalog, pg_temp
 as $$
   select net._http_collect_response(request_id, async)
@@ -1188,57 +1488,140 @@ comment on view net.settings is 'pg_net.ttl, pg_net.batch_size and pg_net.max_at
 -- rows: 2.5 ms per claim at first, 18-25 ms at the end). A drain claims without the hint now and
 -- then, and before it concludes the queue is empty, for rows below it freed by an expired lease.
 drop function if exists net._claim(text, int, int, int);
+drop function if exists net._claim(text, int, int, int, bigint);
+-- Poison-proofing (SPEC section 7): a row that can't be claimed safely ends here with an error
+-- response instead of stalling the queue or being sent for ever:
+--   * its body alone is over max_bytes (the claiming worker's memory budget per claim);
+--   * its lease expired for the 3rd time (each time the drain that held it died);
+--   * it has used up max_attempts.
+-- The claim stops adding rows once their bodies total more than max_bytes (always at least one).
+-- A re-claim after an expired lease is a re-send of the same attempt: attempts is not increased.
 create or replace function net._claim(owner text, max_rows int, lease_margin_ms int default 30000,
-                                      max_timeout_ms int default null, after_id bigint default null)
+                                      max_timeout_ms int default null, after_id bigint default null,
+                                      max_bytes bigint default null)
 returns setof net._claimed
-language sql
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  wanted  int := greatest(coalesce(max_rows, 0), 0);
+  c       record;
+  total   bigint := 0;
+  taken   bigint[] := '{}';
+  expired bigint[] := '{}';
+begin
+  if wanted = 0 then
+    return;
+  end if;
   -- Two index paths, so rows scheduled for later are never scanned: rows without not_before
   -- (the usual case; claiming clears it) in id order, and rows whose not_before has passed.
   -- Each locks at most max_rows; rows locked but not picked are released when this statement's
   -- transaction ends (other drains skip them meanwhile and get them next time).
-  with plain as (
-    select q.id
+  for c in
+    with plain as (
+      select q.id
+      from net.http_request_queue q
+      where q.not_before is null
+        and q.id > coalesce(after_id, 0)
+        and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+        and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
+      order by q.id
+      limit wanted
+      for update skip locked
+    ), due as (
+      select q.id
+      from net.http_request_queue q
+      -- statement_timestamp(), not clock_timestamp(): only a stable value can drive the index scan.
+      where q.not_before <= statement_timestamp()
+        and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
+        and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
+      -- Earliest due first, in not_before order: ordered by id, the planner walked the primary key
+      -- and filtered every queued row (20,000 rows read per claim under a deep queue).
+      order by q.not_before
+      limit wanted
+      for update skip locked
+    ), picked as (
+      select u.id from (select id from plain union all select id from due) u
+      order by u.id
+      limit wanted
+    )
+    -- octet_length of a bytea reads its stored size: the body itself is not loaded here.
+    select q.id, coalesce(octet_length(q.body), 0)::bigint as bytes,
+           (q.lease_owner is not null and q.lease_expires is not null) as lease_expired,
+           q.expired_leases, q.attempts, q.max_attempts
     from net.http_request_queue q
-    where q.not_before is null
-      and q.id > coalesce(after_id, 0)
-      and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
-      and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
+    join picked p on p.id = q.id
     order by q.id
-    limit greatest(coalesce(max_rows, 0), 0)
-    for update skip locked
-  ), due as (
-    select q.id
-    from net.http_request_queue q
-    -- statement_timestamp(), not clock_timestamp(): only a stable value can drive the index scan.
-    where q.not_before <= statement_timestamp()
-      and (q.lease_expires is null or q.lease_expires <= clock_timestamp())
-      and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
-    -- Earliest due first, in not_before order: ordered by id, the planner walked the primary key
-    -- and filtered every queued row (20,000 rows read per claim under a deep queue).
-    order by q.not_before
-    limit greatest(coalesce(max_rows, 0), 0)
-    for update skip locked
-  ), picked as (
-    select u.id from (select id from plain union all select id from due) u
-    order by u.id
-    limit greatest(coalesce(max_rows, 0), 0)
-  ), claimed as (
-    update net.http_request_queue q
-       set lease_owner   = owner,
-           not_before    = null,
-           lease_expires = clock_timestamp()
-                           + make_interval(secs => (q.timeout_milliseconds + coalesce(lease_margin_ms, 30000)) / 1000.0),
-           attempts      = q.attempts + 1
-      from picked
-     where q.id = picked.id
-    returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts
+  loop
+    if c.lease_expired and c.expired_leases + 1 >= 3 then
+      perform net._finish_poisoned(c.id, format(
+        'request abandoned: its lease expired %s times (its drain died 3 times while sending it, '
+        || 'e.g. the response was too large for the worker''s memory or the worker was stopped); it is not sent again',
+        c.expired_leases + 1));
+    elsif max_bytes is not null and c.bytes > max_bytes then
+      perform net._finish_poisoned(c.id, format(
+        'request not sent: its body is %s bytes, more than this worker claims at once (%s bytes); '
+        || 'lower pg_net.max_body_bytes or raise the worker''s claim limit', c.bytes, max_bytes));
+    elsif not c.lease_expired and c.attempts >= c.max_attempts then
+      perform net._finish_poisoned(c.id, format(
+        'request not sent again: it already used its %s of %s attempts', c.attempts, c.max_attempts));
+    elsif max_bytes is not null and total + c.bytes > max_bytes and cardinality(taken) > 0 then
+      exit;  -- the rest waits for the next claim
+    else
+      taken := taken || c.id;
+      total := total + c.bytes;
+      if c.lease_expired then
+        expired := expired || c.id;
+      end if;
+    end if;
+  end loop;
+  if cardinality(taken) = 0 then
+    return;
+  end if;
+  return query
+    with claimed as (
+      update net.http_request_queue q
+         set lease_owner    = _claim.owner,
+             not_before     = null,
+             lease_expires  = clock_timestamp()
+                              + make_interval(secs => (q.timeout_milliseconds + coalesce(lease_margin_ms, 30000)) / 1000.0),
+             attempts       = case when q.id = any(expired) then greatest(q.attempts, 1) else q.attempts + 1 end,
+             expired_leases = case when q.id = any(expired) then q.expired_leases + 1 else q.expired_leases end
+       where q.id = any(taken)
+      returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts
+    )
+    select c2.id, c2.method, c2.url, c2.headers, c2.body, c2.timeout_milliseconds, c2.attempts
+    from claimed c2
+    order by c2.id;
+end
+$$;
+
+-- Ends a queued request with an error response (kept with its request, so net.retry can send it
+-- again once the cause is fixed). Used by net._claim for rows that must not be claimed.
+create or replace function net._finish_poisoned(request_id bigint, message text)
+returns void
+language sql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  with gone as (
+    delete from net.http_request_queue q where q.id = request_id
+    returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts, q.max_attempts,
+              q.retry_max_delay_ms, q.owner
   )
-  select c.id, c.method, c.url, c.headers, c.body, c.timeout_milliseconds, c.attempts
-  from claimed c
-  order by c.id
+  insert into net._http_response (id, timed_out, error_msg, attempts, method, url, request_headers, request_body,
+                                  timeout_milliseconds, max_attempts, retry_max_delay_ms, owner)
+  select g.id, false, message, g.attempts, g.method, g.url, g.headers, g.body, g.timeout_milliseconds,
+         g.max_attempts, g.retry_max_delay_ms, g.owner
+  from gone g
+  on conflict (id) do update
+    set status_code = null, content_type = null, headers = null, content = null, content_bytes = null,
+        headers_all = null, timed_out = excluded.timed_out, error_msg = excluded.error_msg,
+        created = excluded.created, attempts = excluded.attempts, method = excluded.method, url = excluded.url,
+        request_headers = excluded.request_headers, request_body = excluded.request_body,
+        timeout_milliseconds = excluded.timeout_milliseconds, max_attempts = excluded.max_attempts,
+        retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner
 $$;
 
 -- Gives back rows a drain claimed but has not started (its fetch slots are all held by slow
@@ -1259,7 +1642,7 @@ as $$
            not_before    = clock_timestamp(),
            attempts      = greatest(q.attempts - 1, 0)
      where q.id = any(string_to_array(ids, ',')::bigint[])
-       and q.lease_owner = owner
+       and q.lease_owner = _release.owner  -- qualified: the queue has an owner column (v3)
     returning 1
   )
   select count(*)::int from released
@@ -1291,28 +1674,28 @@ as $$
                            + make_interval(secs => least(greatest(i.retry_in_ms, 0), q.retry_max_delay_ms) / 1000.0),
            last_error    = coalesce(i.error_msg, 'HTTP ' || i.status_code, 'failed')
       from incoming i
-     where q.id = i.id and q.lease_owner = owner
+     where q.id = i.id and q.lease_owner = _record.owner  -- qualified: the queue has an owner column (v3)
        and i.retry_in_ms is not null and q.attempts < q.max_attempts
     returning q.id
   ), done as (
     -- The complement of "retried" (same snapshot, so no row is in both).
     delete from net.http_request_queue q
     using incoming i
-    where q.id = i.id and q.lease_owner = owner
+    where q.id = i.id and q.lease_owner = _record.owner
       and not (i.retry_in_ms is not null and q.attempts < q.max_attempts)
     returning q.id, q.method, q.url, q.headers, q.body, q.timeout_milliseconds, q.attempts, q.max_attempts,
-              q.retry_max_delay_ms
+              q.retry_max_delay_ms, q.owner  -- v3: the response keeps the request's owner
   ), inserted as (
     insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg, content_bytes,
                                     attempts, headers_all, method, url, request_headers, request_body,
-                                    timeout_milliseconds, max_attempts, retry_max_delay_ms)
+                                    timeout_milliseconds, max_attempts, retry_max_delay_ms, owner)
     select i.id, i.status_code, i.content_type, nullif(i.headers, 'null'::jsonb), i.content, i.timed_out, i.error_msg,
            decode(i.content_base64, 'base64'), d.attempts, nullif(i.headers_all, 'null'::jsonb),
            -- The request itself is kept only when it failed, for net.retry().
            case when f.failed then d.method end, case when f.failed then d.url end,
            case when f.failed then d.headers end, case when f.failed then d.body end,
            case when f.failed then d.timeout_milliseconds end, case when f.failed then d.max_attempts end,
-           case when f.failed then d.retry_max_delay_ms end
+           case when f.failed then d.retry_max_delay_ms end, d.owner
     from incoming i
     join done d on d.id = i.id
     -- net._failed(), inlined: a function with SET search_path is called per row, not inlined.
@@ -1325,7 +1708,7 @@ as $$
           attempts = excluded.attempts, headers_all = excluded.headers_all, method = excluded.method,
           url = excluded.url, request_headers = excluded.request_headers, request_body = excluded.request_body,
           timeout_milliseconds = excluded.timeout_milliseconds, max_attempts = excluded.max_attempts,
-          retry_max_delay_ms = excluded.retry_max_delay_ms
+          retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner
     returning 1
   )
   select ((select count(*) from inserted) + (select count(*) from retried))::int
@@ -1450,8 +1833,56 @@ grant execute on function
   net.retry(bigint, int, interval),
   -- net.settings calls it as the querying role; it only reads pg_db_role_setting (public anyway).
   net._settings(name),
-  net._positive_interval(text)
+  net._positive_interval(text),
+  -- The API is SECURITY INVOKER (v3): its helpers run as the caller. None of them reaches a row
+  -- the caller couldn't reach with a plain statement; net._requeue checks for itself.
+  net._enqueue(text, text, jsonb, jsonb, bytea, int, int, timestamptz, int),
+  net._enqueue(text, text, jsonb, jsonb, bytea, int),
+  net._request(text, text, bytea, text, jsonb, jsonb, int, int, timestamptz, interval, int),
+  net._json_request(text, text, jsonb, jsonb, jsonb, int),
+  net._check_url(text),
+  net._check_headers(jsonb),
+  net._with_params(text, jsonb),
+  net._urlencode(text),
+  net._default_max_attempts(),
+  net._failed(int, text),
+  net._queued_by_current_transaction(bigint),
+  net._written_by_current_transaction(xid),
+  net._worker_down_message(timestamptz),
+  net._worker_last_seen(),
+  net._requeue(bigint, int, interval),
+  net._sees_all(),
+  net._visible(regrole),
+  net._limit(text, bigint, bigint),
+  net._limits(),
+  net._limit_hint(text, bigint)
 to public;
-grant select on net.settings to public;
+grant select on net.settings, net.failed_requests to public;
+
+-- Row-level security (v3, SPEC section 7). Every role may read both tables, as with pg_net, but
+-- sees only the rows of roles it is a member of (net._visible); it may queue requests directly
+-- (only the request's own columns: owner defaults to current_user, leases stay the worker's) and
+-- stamp retry_claim on its own responses (net.retry's proof of visibility).
+grant select on net.http_request_queue, net._http_response to public;
+grant insert (method, url, headers, body, timeout_milliseconds, not_before, max_attempts, retry_max_delay_ms)
+  on net.http_request_queue to public;
+grant update (retry_claim) on net._http_response to public;
+grant usage on sequence net.http_request_queue_id_seq to public;
+
+drop policy if exists own_requests on net.http_request_queue;
+create policy own_requests on net.http_request_queue
+  using (coalesce(pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'), false) or (select net._sees_all()));
+drop policy if exists own_responses on net._http_response;
+create policy own_responses on net._http_response
+  using (coalesce(pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'), false) or (select net._sees_all()));
+-- The worker (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
+alter table net.http_request_queue no force row level security;
+alter table net._http_response no force row level security;
+
+-- Every queued row passes the call-time checks (net._check_queue_row), however it is inserted.
+drop trigger if exists http_request_queue_check on net.http_request_queue;
+create trigger http_request_queue_check
+  before insert on net.http_request_queue
+  for each row execute function net._check_queue_row();
 
 commit;
