@@ -13,7 +13,16 @@ export interface ClaimOptions {
    * doesn't walk the entries of rows already drained (see net._claim). Null: from the start.
    */
   afterId?: string | null;
+  /**
+   * Body bytes one claim may bring into memory (net._claim's max_bytes): the claim stops adding
+   * rows past it (always at least one), and a row whose body alone is larger ends with an error
+   * response instead of being sent. Unset: DEFAULT_CLAIM_BYTES.
+   */
+  maxBytes?: number | null;
 }
+
+/** A claim's body budget unless the drain gives one: 16 MiB, an eighth of a Worker's 128 MB. */
+export const DEFAULT_CLAIM_BYTES = 16 * 1024 * 1024;
 
 /**
  * A claimed request. `invalid` is set when the row can't be executed as stored (e.g. a
@@ -46,10 +55,12 @@ export async function claim(
 ): Promise<ClaimedRequest[]> {
   if (maxRows <= 0) return [];
   const maxTimeout = opts.maxTimeoutMs === null ? null : Math.max(0, Math.floor(opts.maxTimeoutMs));
+  const maxBytes = opts.maxBytes === null ? null : Math.max(1, Math.floor(opts.maxBytes ?? DEFAULT_CLAIM_BYTES));
   // id as text: bigint ids can exceed 2^53.
   const rows = await sql<ClaimRow[]>`
     select id::text as id, method, url, headers, body, timeout_milliseconds, attempts
-    from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout}, ${opts.afterId ?? null}::bigint)`;
+    from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout},
+                    ${opts.afterId ?? null}::bigint, ${maxBytes}::bigint)`;
   return rows.map((row) => {
     const problems: string[] = [];
     if (!isObject(row.headers) && row.headers !== null) problems.push('headers is not a JSON object');

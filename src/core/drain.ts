@@ -490,7 +490,7 @@ export class Drain {
     const afterId = now - this.lastFullClaimAt < FULL_CLAIM_EVERY_MS ? this.claimAfter : null;
     if (afterId === null) this.lastFullClaimAt = now;
     this.claimInFlight = true;
-    claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs, afterId })
+    claim(this.sql, this.owner, want, { leaseMarginMs: this.opts.leaseMarginMs, maxTimeoutMs, afterId, maxBytes: this.opts.claimBytes })
       .then(
         (rows) => {
           this.claimFailures = 0;

@@ -79,6 +79,8 @@ export interface DrainOptions extends ExecuteOptions {
    * timeouts running: the drain keeps the rest unstarted instead, timers not yet running.
    */
   fetchSlots?: number;
+  /** Request body bytes one claim may take (net._claim's max_bytes). Unset: DEFAULT_CLAIM_BYTES (16 MiB). */
+  claimBytes?: number;
 }
 
 export interface DrainStats {
