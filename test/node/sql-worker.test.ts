@@ -476,6 +476,30 @@ describe('net.http_collect_response', () => {
     expect(result).toEqual({ status: 'SUCCESS', body: 'late' });
   });
 
+  it('async := false answers at once when no worker has checked in lately (instead of waiting ~65 s)', async () => {
+    const [id] = await queue(1);
+    const check = async () => {
+      const [row] = await sql<{ status: string; message: string }[]>`
+        select (r).status::text as status, (r).message from net.http_collect_response(${id!}, async := false) r`;
+      return row!;
+    };
+    // Never checked in: no waiting (the test's own timeout would catch a 65 s wait).
+    const never = await check();
+    expect(never.status).toBe('PENDING');
+    expect(never.message).toMatch(/^request is pending, and no pg-net-edge worker has checked in yet; check that the Worker is deployed/);
+    await sql`update net._worker_status set last_seen = now() - interval '3 minutes'`;
+    const stale = await check();
+    expect(stale.message).toMatch(/^request is pending, and no pg-net-edge worker has checked in since .* ago\)/);
+    // A request a drain holds right now is waited for even so (its drain checks in when done).
+    await sql`update net._worker_status set last_seen = null`;
+    await claim(sql, 'drain-a', 1);
+    const waiting = sql<{ status: string }[]>`
+      select (r).status::text as status from net.http_collect_response(${id!}, async := false) r`.execute();
+    await activeQuery('%http_collect_response%async := false%');
+    await record('drain-a', [{ id, status_code: 200 }]);
+    expect((await waiting)[0]!.status).toBe('SUCCESS');
+  });
+
   it('async := false returns at once when already recorded or unknown', async () => {
     const [id] = await queue(1);
     await claim(sql, 'drain-a', 1);
