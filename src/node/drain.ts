@@ -2,6 +2,7 @@
 // self-hosted runner (`pg-net-edge drain --loop`) and for tests that kill a drain mid-flight.
 import postgres from 'postgres';
 import { drain } from '../core/drain.ts';
+import { guardResults } from '../core/result-guard.ts';
 import { loadSettings, SettingsError, type SettingVars } from '../core/settings.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { CHANNEL, redactUrl } from './relay.ts';
@@ -44,12 +45,15 @@ export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<Dr
 /** Runs the `drain` command; resolves with the exit code. */
 export async function runDrain(options: RunDrainOptions): Promise<number> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const sql = postgres(options.databaseUrl, {
-    max: 4,
-    fetch_types: false,
-    onnotice: () => {},
-    connection: { application_name: 'pg-net-edge drain' },
-  });
+  // Guarded against postgres.js#1181 (sparse results after a failed statement): result-guard.ts.
+  const sql = guardResults(
+    postgres(options.databaseUrl, {
+      max: 4,
+      fetch_types: false,
+      onnotice: () => {},
+      connection: { application_name: 'pg-net-edge drain' },
+    }),
+  );
   try {
     if (!options.loop) {
       const stats = await drainOnce(sql, options.env);
