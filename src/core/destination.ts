@@ -258,9 +258,12 @@ function decodedPath(path: string): string {
 
 /**
  * Why a URL is refused, or null (also null for a URL that doesn't parse: execute reports that).
- * /cdn-cgi/ paths are refused on every host: they are Cloudflare's and workerd's control paths
- * (wrangler dev's /cdn-cgi/handler/scheduled runs the cron), and a Worker can't know all of its
- * own host names (routes, custom domains, workers.dev, a dev server's port) to refuse only those.
+ * A path with a cdn-cgi segment is refused on every host: /cdn-cgi/ paths are Cloudflare's and
+ * wrangler's control paths (wrangler dev's /cdn-cgi/handler/scheduled runs the cron), and a
+ * Worker can't know all of its own host names (routes, custom domains, workers.dev, a dev
+ * server's port) to refuse only those. Any segment, not just the first, so that a path that
+ * normalizes differently in another parser (dot segments, backslashes) can't slip through, and
+ * so that it is the same rule as net._check_destination's.
  */
 export function refuseUrl(url: string, policy: DestinationPolicy): string | null {
   let parsed: URL;
@@ -270,7 +273,7 @@ export function refuseUrl(url: string, policy: DestinationPolicy): string | null
     return null;
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return null;
-  if (/^\/cdn-cgi(\/|$)/i.test(decodedPath(parsed.pathname))) {
+  if (/(^|\/)cdn-cgi(\/|$)/i.test(decodedPath(parsed.pathname))) {
     return `refused destination: ${parsed.origin}${parsed.pathname} is a /cdn-cgi/ control path`;
   }
   return refuseHost(parsed.hostname, policy);

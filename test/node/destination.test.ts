@@ -107,8 +107,14 @@ describe('refuseHost / refuseUrl', () => {
     expect(refuseHost('169.254.169.254', policy, true)).toMatch(/is denied/);
   });
 
-  it('/cdn-cgi/ paths are refused on any host, however spelled', () => {
-    for (const url of ['http://127.0.0.1:8787/cdn-cgi/handler/scheduled', 'https://example.com/CDN-CGI/trace', 'http://localhost/%63dn-cgi/x']) {
+  it('/cdn-cgi/ paths (any cdn-cgi segment) are refused on any host, however spelled', () => {
+    for (const url of [
+      'http://127.0.0.1:8787/cdn-cgi/handler/scheduled',
+      'https://example.com/CDN-CGI/trace',
+      'http://localhost/%63dn-cgi/x',
+      'http://localhost/a/../cdn-cgi/x',
+      'http://localhost/a/cdn-cgi',
+    ]) {
       expect(refuseUrl(url, DEFAULT_POLICY)).toMatch(/^refused destination: .* is a \/cdn-cgi\/ control path$/);
     }
     expect(refuseUrl('http://127.0.0.1/cdn-cgi-not/x', DEFAULT_POLICY)).toBeNull();
