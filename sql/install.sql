@@ -564,6 +564,234 @@ as $$
 $$;
 
 -------------------------------------------------------------------------------------------------
+-- Destination policy (issue 14 item 7; SPEC §7). The same rules as src/core/destination.ts,
+-- checked here at call time for the URL as written; the drain checks again before every send
+-- and every redirect hop (and, in Node, the addresses a name resolves to). Refused:
+--   * the built-in list, whatever the settings say: 0.0.0.0/8, 169.254.0.0/16 (cloud metadata),
+--     100.100.100.200, 192.0.0.192, ::, fe80::/10, fd00:ec2::254 and metadata host names;
+--   * pg_net.denied_destinations: comma-separated CIDRs, addresses, host names or *.domain;
+--   * when pg_net.allowed_destinations is set, everything not in it;
+--   * any URL with a path segment cdn-cgi (Cloudflare's and wrangler's control paths, e.g.
+--     /cdn-cgi/handler/scheduled, on whatever host names the Worker answers to).
+-- Addresses count in every spelling the runtimes accept (2130706433, 0x7f000001, 0177.0.0.1,
+-- 127.1, [::ffff:127.0.0.1]). The settings are read only from the catalog settings of the owner
+-- of net (ALTER ROLE <owner> SET … / ALTER DATABASE … SET …): a session's SET can't loosen them.
+-------------------------------------------------------------------------------------------------
+
+-- A setting of the owner of net in this database (role+database, role, database, all), or null.
+create or replace function net._destination_setting(setting_name text)
+returns text
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select nullif(btrim(substr(v, length(setting_name) + 2)), '')
+  from pg_db_role_setting s
+  cross join lateral unnest(s.setconfig) as v
+  where s.setrole in (0, (select n.nspowner from pg_namespace n where n.nspname = 'net'))
+    and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
+    and starts_with(v, setting_name || '=')
+  order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
+  limit 1
+$$;
+
+-- An IPv4 address in any inet_aton / WHATWG URL spelling (1-4 parts, each decimal, 0x hex or
+-- 0-led octal; the last part fills the remaining bytes), or null if host is not one.
+create or replace function net._parse_ipv4(host text)
+returns inet
+language plpgsql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  parts  text[];
+  n      int;
+  vals   numeric[] := '{}';
+  part   text;
+  v      numeric;
+  base   int;
+  digits text;
+  total  numeric := 0;
+begin
+  if host ~ '.\.$' then host := left(host, -1); end if;  -- a trailing dot, as in a full name
+  parts := string_to_array(host, '.');
+  n := coalesce(cardinality(parts), 0);
+  if n < 1 or n > 4 then return null; end if;
+  foreach part in array parts loop
+    if part ~* '^0x[0-9a-f]*$' then base := 16; digits := substr(lower(part), 3);
+    elsif part ~ '^0[0-7]+$' then base := 8; digits := substr(part, 2);
+    elsif part ~ '^(0|[1-9][0-9]*)$' then base := 10; digits := part;
+    else return null;
+    end if;
+    if length(digits) > 40 then return null; end if;
+    v := 0;
+    for i in 1 .. length(digits) loop
+      v := v * base + (strpos('0123456789abcdef', substr(digits, i, 1)) - 1);
+    end loop;
+    vals := vals || v;
+  end loop;
+  for i in 1 .. n - 1 loop
+    if vals[i] > 255 then return null; end if;
+    total := total + vals[i] * (256::numeric ^ (4 - i));
+  end loop;
+  if vals[n] >= 256::numeric ^ (5 - n) then return null; end if;
+  return '0.0.0.0'::inet + (total + vals[n])::bigint;
+end
+$$;
+
+-- A URL host or policy entry → address (IPv4 spellings above; IPv6 with or without brackets),
+-- or null for a host name.
+create or replace function net._parse_address(host text)
+returns inet
+language plpgsql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  h text := btrim(host);
+begin
+  if h ~ '^\[.*\]$' then h := substr(h, 2, length(h) - 2);
+  elsif h !~ ':' then return net._parse_ipv4(h);
+  end if;
+  if h !~ '^[0-9A-Fa-f:.]+$' then return null; end if;
+  begin
+    return host(h::inet)::inet;
+  exception when others then
+    return null;
+  end;
+end
+$$;
+
+-- The IPv4 address an IPv6 one carries and reaches (IPv4-mapped, NAT64 64:ff9b::/96,
+-- IPv4-compatible ::/96), else null.
+create or replace function net._embedded_ipv4(address inet)
+returns inet
+language sql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+    when family(address) <> 6 then null
+    when address <<= '::ffff:0:0/96' then '0.0.0.0'::inet + (address - '::ffff:0:0'::inet)
+    when address <<= '64:ff9b::/96' then '0.0.0.0'::inet + (address - '64:ff9b::'::inet)
+    when address <<= '::/96' and address > '::1'::inet then '0.0.0.0'::inet + (address - '::'::inet)
+  end
+$$;
+
+-- Whether host (a URL host, lowercased) matches one policy entry; raises for an invalid entry.
+create or replace function net._destination_matches(host text, address inet, entry text, setting_name text)
+returns boolean
+language plpgsql
+immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  e       text := lower(btrim(entry));
+  slash   int := strpos(e, '/');
+  network inet;
+  prefix  text;
+  bits    int;
+  name    text;
+  mapped  inet := net._embedded_ipv4(address);
+begin
+  network := net._parse_address(case when slash > 0 then left(e, slash - 1) else e end);
+  if network is not null then
+    bits := case family(network) when 4 then 32 else 128 end;
+    prefix := case when slash > 0 then substr(e, slash + 1) else bits::text end;
+    if prefix !~ '^[0-9]{1,3}$' or prefix::int > bits then
+      raise exception '% has an invalid entry "%": the prefix length must be 0 to %', setting_name, entry, bits
+        using errcode = 'invalid_parameter_value';
+    end if;
+    network := network(set_masklen(network, prefix::int));
+    -- (<<= is false, not an error, across families.)
+    return address is not null and (address <<= network or coalesce(mapped <<= network, false));
+  end if;
+  if slash > 0 then
+    raise exception '% has an invalid entry "%": "%" is not an IP address', setting_name, entry, left(e, slash - 1)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  name := regexp_replace(regexp_replace(e, '\.$', ''), '^(\*\.|\.)', '');
+  if name !~ '^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$' then
+    raise exception '% has an invalid entry "%": expected a CIDR (10.0.0.0/8), an address, a host name or *.domain',
+      setting_name, entry using errcode = 'invalid_parameter_value';
+  end if;
+  -- *.domain (or .domain) covers the domain and every name under it.
+  return address is null
+     and (host = name or (e ~ '^(\*\.|\.)' and right(host, length(name) + 1) = '.' || name));
+end
+$$;
+
+-- Raises 42501 (insufficient_privilege) when url's destination is refused (see above).
+create or replace function net._check_destination(url text)
+returns void
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  host_port text := regexp_replace(substring(url from '^[A-Za-z]+://([^/?#]*)'), '^.*@', '');
+  path      text := replace(coalesce(substring(url from '^[A-Za-z]+://[^/?#]*([^?#]*)'), ''), '\', '/');
+  host      text;
+  shown     text;
+  address   inet;
+  mapped    inet;
+  entry     text;
+  hex       text;
+  denied    text := net._destination_setting('pg_net.denied_destinations');
+  allowed   text := net._destination_setting('pg_net.allowed_destinations');
+begin
+  if url is null or host_port is null then
+    return;  -- net._check_url reports malformed URLs
+  end if;
+  host := lower(case when host_port ~ '^\[' then substring(host_port from '^(\[[^\]]*\])')
+                     else split_part(host_port, ':', 1) end);
+  shown := btrim(host, '[]');
+  host := regexp_replace(host, '(.)\.$', '\1');
+  -- Percent-escapes decoded (so %63dn-cgi is seen), then any cdn-cgi path segment refused.
+  for hex in select distinct m[1] from regexp_matches(path, '%([0-9A-Fa-f]{2})', 'g') as m where strpos(path, '%') > 0 loop
+    path := replace(path, '%' || hex, chr(('x' || lpad(hex, 8, '0'))::bit(32)::int));
+  end loop;
+  if path ~* '(^|/)cdn-cgi(/|$)' then
+    raise exception 'refused destination: % is a /cdn-cgi/ control path', url
+      using errcode = 'insufficient_privilege',
+            hint = 'Cloudflare and wrangler answer /cdn-cgi/ paths themselves; they are never a destination.';
+  end if;
+  address := net._parse_address(host);
+  mapped := net._embedded_ipv4(address);
+  -- The built-in list as literals (no per-entry parsing: this runs for every queued request).
+  select b into entry
+    from unnest(array['0.0.0.0/8', '169.254.0.0/16', '100.100.100.200/32', '192.0.0.192/32', '::/128',
+                      'fe80::/10', 'fd00:ec2::254/128']::inet[]) as b
+   where address <<= b or mapped <<= b
+   limit 1;
+  if entry is null and address is null
+     and host in ('metadata.google.internal', 'metadata.goog', 'metadata', 'instance-data',
+                  'instance-data.ec2.internal', 'metadata.azure.internal') then
+    entry := host;
+  end if;
+  if entry is not null then
+    raise exception 'refused destination: % is denied (%, built-in)', shown, entry
+      using errcode = 'insufficient_privilege',
+            hint = 'Cloud metadata, link-local and 0.0.0.0/8 addresses are never a destination.';
+  end if;
+  for entry in select btrim(e) from unnest(string_to_array(coalesce(denied, ''), ',')) as e where btrim(e) <> '' loop
+    if net._destination_matches(host, address, entry, 'pg_net.denied_destinations') then
+      raise exception 'refused destination: % is denied (%, pg_net.denied_destinations)', shown, entry
+        using errcode = 'insufficient_privilege',
+              hint = 'The database owner sets pg_net.denied_destinations; ask them, or use another destination.';
+    end if;
+  end loop;
+  if allowed is not null and not exists (
+       select from unnest(string_to_array(allowed, ',')) as e
+       where btrim(e) <> '' and net._destination_matches(host, address, btrim(e), 'pg_net.allowed_destinations')) then
+    raise exception 'refused destination: % is not in pg_net.allowed_destinations', shown
+      using errcode = 'insufficient_privilege',
+            hint = format('Allowed: %s', allowed);
+  end if;
+end
+$$;
+
+-------------------------------------------------------------------------------------------------
 -- 3b. Security (SPEC section 7): who sees which rows, and the call-time limits.
 -------------------------------------------------------------------------------------------------
 
@@ -665,6 +893,8 @@ begin
               hint = 'Send long data in the body (POST) instead of the query string.';
     end if;
     perform net._check_url(new.url);
+    -- Destination policy (its block above): literal addresses and names refused at call time.
+    perform net._check_destination(new.url);
     authority := substring(new.url from '^[A-Za-z]+://([^/?#]*)');
     if strpos(authority, '@') > 0 then
       raise exception 'URL must not contain credentials (user:password@host): they would be stored and sent in clear'
@@ -1730,7 +1960,8 @@ as $$
     and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
 $$;
 
--- {"ttl": "<interval>", "batch_size": <int>} for the calling role in this database.
+-- {"ttl": "<interval>", "batch_size": <int>, "denied_destinations": <text|null>,
+--  "allowed_destinations": <text|null>} for the calling role in this database.
 create or replace function net._config()
 returns jsonb
 language sql
@@ -1739,7 +1970,10 @@ set search_path = pg_catalog, pg_temp
 as $$
   select jsonb_build_object(
     'ttl',        max(s.setting) filter (where s.name = 'pg_net.ttl'),
-    'batch_size', (max(s.setting) filter (where s.name = 'pg_net.batch_size'))::int)
+    'batch_size', (max(s.setting) filter (where s.name = 'pg_net.batch_size'))::int,
+    -- The owner of net's catalog settings only (see net._destination_setting).
+    'denied_destinations',  net._destination_setting('pg_net.denied_destinations'),
+    'allowed_destinations', net._destination_setting('pg_net.allowed_destinations'))
   from net._settings(current_user) s
 $$;
 
@@ -1855,7 +2089,14 @@ grant execute on function
   net._visible(regrole),
   net._limit(text, bigint, bigint),
   net._limits(),
-  net._limit_hint(text, bigint)
+  net._limit_hint(text, bigint),
+  -- The destination check runs in the insert trigger, as the caller.
+  net._destination_setting(text),
+  net._parse_ipv4(text),
+  net._parse_address(text),
+  net._embedded_ipv4(inet),
+  net._destination_matches(text, inet, text, text),
+  net._check_destination(text)
 to public;
 grant select on net.settings, net.failed_requests to public;
 

@@ -61,7 +61,11 @@ export async function claim(
     select id::text as id, method, url, headers, body, timeout_milliseconds, attempts
     from net._claim(${owner}, ${Math.floor(maxRows)}, ${Math.floor(opts.leaseMarginMs)}, ${maxTimeout},
                     ${opts.afterId ?? null}::bigint, ${maxBytes}::bigint)`;
-  return rows.map((row) => {
+  const out: ClaimedRequest[] = [];
+  // for…of, not map: it visits empty slots too, and a row without an id (an empty slot a driver
+  // bug left, see result-guard.ts) is skipped rather than crashing the drain.
+  for (const row of rows) {
+    if (typeof row?.id !== 'string' || row.id === '') continue;
     const problems: string[] = [];
     if (!isObject(row.headers) && row.headers !== null) problems.push('headers is not a JSON object');
     if (typeof row.method !== 'string' || row.method === '') problems.push('method is empty');
@@ -79,8 +83,9 @@ export async function claim(
       attempts: Number(row.attempts ?? 0),
     };
     if (problems.length > 0) request.invalid = `unprocessable queue row: ${problems.join(', ')}`;
-    return request;
-  });
+    out.push(request);
+  }
+  return out;
 }
 
 /**

@@ -297,6 +297,8 @@ export class Drain {
       maxResponseBytes: opts.maxResponseBytes,
       userAgent: opts.userAgent,
       ...(opts.retry ? { retry: opts.retry } : {}),
+      ...(opts.destinations ? { destinations: opts.destinations } : {}),
+      ...(opts.resolveHost ? { resolveHost: opts.resolveHost } : {}),
       deadlines: this.deadlines,
     };
     this.sql = sql;

@@ -2,6 +2,8 @@
 // Outcome for net._record. Runtime-neutral (workerd and Node): only fetch, AbortSignal,
 // TextDecoder, btoa and typed arrays. It never throws — one bad target must never break the
 // batch — so every failure, including a malformed row inserted by hand, becomes an error outcome.
+import { DEFAULT_POLICY } from './destination.ts';
+import { Refused, sendChecked } from './redirects.ts';
 import { DEFAULT_RETRY_POLICY, retryDelay } from './retry.ts';
 import { HEADER_BYTES, type ExecuteOptions, type Outcome, type QueuedRequest } from './types.ts';
 
@@ -169,8 +171,8 @@ function validate(request: QueuedRequest, method: string, given: Record<string, 
 }
 
 /**
- * fetch's init with only what differs from its defaults (GET, no body, redirect "follow"): every
- * member given is converted by the runtime, measurably so per request.
+ * fetch's init with only what differs from its defaults (GET, no body): every member given is
+ * converted by the runtime, measurably so per request. (sendChecked adds redirect: 'manual'.)
  */
 function init(prepared: Prepared, signal: AbortSignal): RequestInit {
   const given: RequestInit = { headers: prepared.headers, signal };
@@ -341,7 +343,13 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
     try {
       let response: Response;
       try {
-        response = await fetchFn(prepared.url, init(prepared, signal));
+        // Destination policy and redirects: redirects.ts (each hop checked before it is sent).
+        const sent = await sendChecked(prepared.url, init(prepared, signal), fetchFn, {
+          destinations: opts.destinations ?? DEFAULT_POLICY,
+          resolveHost: opts.resolveHost,
+        });
+        if (sent instanceof Refused) return failure(id, sent.message);
+        response = sent;
       } catch (error) {
         if (isTimeout(error, signal)) return timedOut();
         if (error instanceof TypeError) {

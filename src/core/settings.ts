@@ -1,6 +1,7 @@
 // Effective drain settings: the database's pg_net.* settings (net._config()) overlaid with the
 // Worker's variables. Parsing is a pure function so bad configuration fails loudly and testably.
 import type postgres from 'postgres';
+import { DestinationError, destinationPolicy, type DestinationPolicy } from './destination.ts';
 
 /** Worker variables (all strings, as wrangler delivers them); unset or empty = not overridden. */
 export interface SettingVars {
@@ -22,6 +23,9 @@ export interface SettingVars {
 export interface DatabaseConfig {
   ttl?: unknown;
   batch_size?: unknown;
+  /** pg_net.denied_destinations / pg_net.allowed_destinations of the owner of net (text or null). */
+  denied_destinations?: unknown;
+  allowed_destinations?: unknown;
 }
 
 export interface Settings {
@@ -49,6 +53,8 @@ export interface Settings {
    * one and helpers it starts when its targets are slow or its slots are stuck on slow requests.
    */
   drains: number;
+  /** Where requests may go: the built-in denied list plus the database's settings. */
+  destinations: DestinationPolicy;
 }
 
 export const DEFAULTS = {
@@ -112,6 +118,19 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
   }
   if (given(vars.BATCH_SIZE)) batchSize = integer('BATCH_SIZE', vars.BATCH_SIZE, 1, 100_000);
 
+  // A bad entry stops the drain (requests stay queued) rather than sending without the policy;
+  // net._check_destination refuses new requests with the same message meanwhile.
+  let destinations: DestinationPolicy;
+  try {
+    destinations = destinationPolicy(
+      typeof config.denied_destinations === 'string' ? config.denied_destinations : null,
+      typeof config.allowed_destinations === 'string' ? config.allowed_destinations : null,
+    );
+  } catch (error) {
+    if (error instanceof DestinationError) throw new SettingsError(`pg_net destination settings: ${error.message}`);
+    throw error;
+  }
+
   return {
     ttl,
     batchSize,
@@ -131,6 +150,7 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
       : DEFAULTS.subrequestLimit,
     fetchSlots: given(vars.FETCH_SLOTS) ? integer('FETCH_SLOTS', vars.FETCH_SLOTS, 1, 10_000) : DEFAULTS.fetchSlots,
     drains: given(vars.DRAINS) ? integer('DRAINS', vars.DRAINS, 1, 1000) : DEFAULTS.drains,
+    destinations,
   };
 }
 

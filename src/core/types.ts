@@ -1,5 +1,6 @@
 // Types at the edges of the core: what a claim hands to execute, what execute hands to record.
 import type { Deadlines } from './deadlines.ts';
+import type { DestinationPolicy } from './destination.ts';
 import type { RetryPolicy } from './retry.ts';
 
 /** A queued request as claimed from net.http_request_queue (see net._claim). */
@@ -53,6 +54,10 @@ export interface ExecuteOptions {
    * AbortController and a timer per request.
    */
   deadlines?: Pick<Deadlines, 'acquire' | 'release'>;
+  /** Where requests may go (pg_net.denied/allowed_destinations); default: the built-in denied list. */
+  destinations?: DestinationPolicy;
+  /** Node: resolves a host name so its addresses are checked against the denied list too. */
+  resolveHost?: (host: string) => Promise<string[]>;
 }
 
 export interface DrainOptions extends ExecuteOptions {

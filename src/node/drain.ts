@@ -1,7 +1,9 @@
 // A Node runner of the core drain: the same claim → fetch → record code the Worker runs, for a
 // self-hosted runner (`pg-net-edge drain --loop`) and for tests that kill a drain mid-flight.
+import { lookup } from 'node:dns/promises';
 import postgres from 'postgres';
 import { drain } from '../core/drain.ts';
+import { guardResults } from '../core/result-guard.ts';
 import { loadSettings, SettingsError, type SettingVars } from '../core/settings.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { CHANNEL, redactUrl } from './relay.ts';
@@ -23,6 +25,17 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * The addresses a host name resolves to, for the destination policy: a name that resolves to a
+ * denied address (e.g. a DNS name pointing at 169.254.169.254) is refused. fetch resolves the
+ * name again when it connects, so a name whose records change in between (DNS rebinding) is
+ * not covered; deny such names by name or use pg_net.allowed_destinations.
+ */
+async function resolveHost(host: string): Promise<string[]> {
+  const found = await lookup(host, { all: true, verbatim: true });
+  return found.map((a) => a.address);
+}
+
 /** One drain with the settings read afresh (so ALTER ROLE … SET + net.worker_restart() apply). */
 export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<DrainStats> {
   const settings = await loadSettings(sql, env);
@@ -36,6 +49,8 @@ export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<Dr
     flushMs: settings.flushMs,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
+    destinations: settings.destinations,
+    resolveHost,
   };
   // The core drain writes net._heartbeat, so net.check_worker_is_up() sees a self-hosted runner too.
   return drain(sql, fetch, options);
@@ -44,12 +59,15 @@ export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<Dr
 /** Runs the `drain` command; resolves with the exit code. */
 export async function runDrain(options: RunDrainOptions): Promise<number> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const sql = postgres(options.databaseUrl, {
-    max: 4,
-    fetch_types: false,
-    onnotice: () => {},
-    connection: { application_name: 'pg-net-edge drain' },
-  });
+  // Guarded against postgres.js#1181 (sparse results after a failed statement): result-guard.ts.
+  const sql = guardResults(
+    postgres(options.databaseUrl, {
+      max: 4,
+      fetch_types: false,
+      onnotice: () => {},
+      connection: { application_name: 'pg-net-edge drain' },
+    }),
+  );
   try {
     if (!options.loop) {
       const stats = await drainOnce(sql, options.env);

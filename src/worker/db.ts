@@ -1,6 +1,7 @@
 // The Worker's database client: one per invocation, never ended by us (in workerd, sql.end()
 // surfaces an unhandled "Stream was cancelled" rejection; the runtime closes the sockets).
 import postgres from 'postgres';
+import { guardResults } from '../core/result-guard.ts';
 import { openSocket } from './socket.ts';
 
 export function connectDatabase(url: string): postgres.Sql {
@@ -14,5 +15,6 @@ export function connectDatabase(url: string): postgres.Sql {
     // postgres.js supports a socket factory but does not declare it in its types.
     socket: openSocket,
   };
-  return postgres(url, options);
+  // Guarded against postgres.js#1181 (sparse results after a failed statement): result-guard.ts.
+  return guardResults(postgres(url, options));
 }

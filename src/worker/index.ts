@@ -261,6 +261,7 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
     flushMs: settings.flushMs,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
+    destinations: settings.destinations,
     maxRequests,
   };
 }

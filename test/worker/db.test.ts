@@ -32,3 +32,13 @@ it('?prepare=false in the URL turns prepared statements off', async () => {
   url.searchParams.set('prepare', 'false');
   expect(await preparedAfterTwoRuns(url.toString())).toBe(0);
 });
+
+it('results stay dense after a statement failed part-way through its rows (postgres.js#1181, guarded)', async () => {
+  // Statements one after another reuse the idle connection, the one the failed statement left stale.
+  const sql = connectDatabase(db.url);
+  for (let round = 0; round < 2; round++) {
+    await expect(sql`select i, 1 / (5 - i) as boom from generate_series(1, 10) i`).rejects.toThrow(/division by zero/);
+    const rows = await sql<{ x: number }[]>`select 42 as x`;
+    expect([...rows]).toEqual([{ x: 42 }]);
+  }
+});

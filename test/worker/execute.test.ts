@@ -239,7 +239,7 @@ describe('execute in workerd: failures', () => {
 
   it('a redirect to a non-http scheme fails clearly', async () => {
     const outcome = await run(request(`/redirect-to?url=${encodeURIComponent('ftp://example.invalid/x')}`));
-    expectFailure(outcome, /^request failed: .*ftp:\/\/example\.invalid\/x/);
+    expectFailure(outcome, /^invalid redirect: .*ftp:\/\/example\.invalid\/x.* is not http or https$/);
   });
 
   it('one failure does not disturb concurrent requests', async () => {

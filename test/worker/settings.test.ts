@@ -1,5 +1,6 @@
 // Settings: the pure parser (Worker variables) and net._config() as the drain reads it.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY, destinationPolicy } from '../../src/core/destination.ts';
 import { DEFAULTS, loadSettings, parseSettings, SettingsError } from '../../src/core/settings.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -18,6 +19,7 @@ describe('parseSettings', () => {
       subrequestLimit: 9000,
       fetchSlots: 5,
       drains: 16,
+      destinations: DEFAULT_POLICY,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -54,7 +56,15 @@ describe('parseSettings', () => {
       subrequestLimit: 45,
       fetchSlots: 6,
       drains: 3,
+      destinations: DEFAULT_POLICY,
     });
+  });
+
+  it('destination settings become the policy; a bad entry is a SettingsError naming it', () => {
+    const s = parseSettings({ denied_destinations: '127.0.0.0/8', allowed_destinations: '*.example.com' }, {});
+    expect(s.destinations).toEqual(destinationPolicy('127.0.0.0/8', '*.example.com'));
+    expect(() => parseSettings({ denied_destinations: '10.0.0.0/40' }, {})).toThrow(SettingsError);
+    expect(() => parseSettings({ denied_destinations: '10.0.0.0/40' }, {})).toThrow(/10\.0\.0\.0\/40/);
   });
 
   it('empty variables mean "not set"', () => {
