@@ -108,9 +108,14 @@ describe('the database setting, at call time and in the drain', () => {
 
   it('a row queued before the setting (or by hand) ends with an error row in the drain, never sent', async () => {
     const prefix = uniquePrefix('drainrefused');
-    const [queued] = await db.sql<{ id: string }[]>`
-      insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
-      values ('GET', ${`${target}${prefix}/x`}, '{}', 5000) returning id::text as id`;
+    // Queued "before the setting": the call-time trigger would refuse it now, so insert it with
+    // triggers off, as a row from an older install or a hand-made one would be.
+    const [queued] = await db.sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      return tx<{ id: string }[]>`
+        insert into net.http_request_queue (method, url, headers, timeout_milliseconds)
+        values ('GET', ${`${target}${prefix}/x`}, '{}', 5000) returning id::text as id`;
+    });
     const settings = await loadSettings(db.sql, {});
     const stats = await drain(db.sql, fetch, options({ destinations: settings.destinations }));
     expect(stats).toMatchObject({ claimed: 1, errors: 1 });
