@@ -40,10 +40,11 @@ export function canonicalHeaderName(name: string): string {
   const lower = name.toLowerCase();
   const result =
     SPECIAL.get(lower) ??
+    // Words split at "-" (and at spaces, which a lenient runtime lets through in a name).
     lower
-      .split('-')
+      .split(/([- ])/)
       .map((word) => WORDS.get(word) ?? (word.length === 0 ? word : word[0]!.toUpperCase() + word.slice(1)))
-      .join('-');
+      .join('');
   if (cache.size < CACHE_LIMIT) cache.set(name, result);
   return result;
 }
