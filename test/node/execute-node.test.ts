@@ -96,6 +96,17 @@ describe('execute in Node', () => {
     );
   });
 
+  it('lenient like curl: a header name with spaces is a success (Node\'s fetch takes it)', async () => {
+    const outcome = await run(request('/header-spaces'));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'ok', error_msg: null });
+    expect(outcome.headers?.['X Bad Header']).toBe('1');
+  });
+
+  it('lenient like curl: http://localhost:<port> reaches a server on ::1 only', async () => {
+    const outcome = await run(request(`http://localhost:${inject('ipv6OnlyPort')}/`));
+    expect(outcome).toMatchObject({ status_code: 200, content: 'ipv6 only', error_msg: null });
+  });
+
   it('invalid rows are refused before sending', async () => {
     expectFailure(await run(request('/echo/x', { method: 'TRACE' })), /^invalid request: method "TRACE"/, 'invalid_request');
     expectFailure(await run(request('/echo/x', { url: 'not a url' })), /^invalid request: url "not a url" is not an absolute URL/);
