@@ -230,6 +230,21 @@ begin
 end
 $$;
 
+-- Version 4 (pg_net compatibility): a machine-readable kind for every failure, next to
+-- error_msg (which starts with pg_net's own text for the classes pg_net has). One of: timeout,
+-- connect, no_response, receive, malformed, dns, tls, too_large, redirects, invalid_request,
+-- refused_destination, internal, other. Null on success (and on rows recorded before v4).
+do $$
+begin
+  if exists (select from net._migrations where version = 4) then
+    return;
+  end if;
+  alter table net._http_response add column if not exists error_kind text;
+  insert into net._migrations (version, description)
+  values (4, 'pg_net compatibility: error_kind on responses');
+end
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- 3. Helpers (not granted to PUBLIC; the SECURITY DEFINER API calls them as the owner)
 -------------------------------------------------------------------------------------------------
@@ -262,15 +277,18 @@ declare
   host      text;
   port      text;
 begin
+  -- pg_net inserts the url into its queue's NOT NULL column: same code and text here.
   if url is null then
-    raise exception 'url must not be null' using errcode = 'null_value_not_allowed';
+    raise exception 'null value in column "url" of relation "http_request_queue" violates not-null constraint'
+      using errcode = 'not_null_violation', column = 'url', table = 'http_request_queue';
   end if;
   if url ~ '[[:space:][:cntrl:]]' then
     raise exception 'invalid URL "%": contains whitespace or control characters (percent-encode them)', url
       using errcode = 'invalid_parameter_value';
   end if;
+  -- pg_net's (curl's) text first, so code matching on it keeps working; then the precise reason.
   if url !~* '^https?://' then
-    raise exception 'invalid URL "%": must be an absolute URL starting with http:// or https://', url
+    raise exception 'Unsupported URL scheme: invalid URL "%": must be an absolute URL starting with http:// or https://', url
       using errcode = 'invalid_parameter_value';
   end if;
   -- authority = what follows the scheme up to the path, query or fragment
@@ -396,6 +414,49 @@ begin
     base := base || '&';
   end if;
   return base || array_to_string(pairs, '&') || fragment;
+end
+$$;
+
+-- pg_net's own URL helpers, with its signatures: existing code calls them directly.
+-- net._urlencode_string: curl_escape — every byte but A-Z a-z 0-9 - . _ ~ as %XX (UTF-8).
+create or replace function net._urlencode_string(string varchar)
+returns text
+language sql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  select net._urlencode(string)
+$$;
+
+-- net._encode_url_with_params_array: curl's URL API as pg_net uses it — the URL with each
+-- non-null element of params_array (already encoded "key=value" strings) appended to the query
+-- with "&", the fragment kept last; like curl_url_get, the scheme comes back lower-case and an
+-- empty path as "/". A URL pg-net-edge cannot send raises curl's "Unsupported URL scheme".
+create or replace function net._encode_url_with_params_array(url text, params_array text[])
+returns text
+language plpgsql
+immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  parts text[] := regexp_match(url, '^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?$');
+  query text;
+  param text;
+begin
+  if parts is null or lower(parts[1]) not in ('http', 'https') then
+    raise exception 'Unsupported URL scheme: invalid URL "%": must be an absolute URL starting with http:// or https://', url
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if parts[2] = '' then
+    raise exception 'No host part in the URL: invalid URL "%": missing host', url using errcode = 'invalid_parameter_value';
+  end if;
+  query := substr(parts[4], 2);  -- null without "?"
+  foreach param in array params_array loop
+    continue when param is null;
+    query := case when coalesce(query, '') = '' then param else query || '&' || param end;
+  end loop;
+  return lower(parts[1]) || '://' || parts[2] || coalesce(nullif(parts[3], ''), '/')
+         || coalesce('?' || query, '') || coalesce(parts[5], '');
 end
 $$;
 
@@ -529,15 +590,17 @@ as $$
   ), given as (
     select w.name, w.fallback, w.ord,
            nullif(btrim(coalesce(c.raw, case when for_role = current_user then current_setting(w.name, true) end)), '') as raw,
-           coalesce(c.raw_source, 'session') as raw_source
+           coalesce(c.raw_source, 'SET in this session') as raw_source
     from wanted w
     left join lateral (
       -- The most specific catalog entry: role+database, role, database, all.
+      -- The statement that set it, so the view tells where to change it.
       select substr(v, length(w.name) + 2) as raw,
-             case when s.setrole <> 0 and s.setdatabase <> 0 then 'role+database'
-                  when s.setrole <> 0 then 'role'
-                  when s.setdatabase <> 0 then 'database'
-                  else 'all roles' end as raw_source
+             case when s.setrole <> 0 and s.setdatabase <> 0
+                    then format('ALTER ROLE %s IN DATABASE %s', quote_ident(for_role), quote_ident(current_database()))
+                  when s.setrole <> 0 then format('ALTER ROLE %s', quote_ident(for_role))
+                  when s.setdatabase <> 0 then format('ALTER DATABASE %s', quote_ident(current_database()))
+                  else 'ALTER ROLE ALL' end as raw_source
       from scope
       join pg_db_role_setting s on s.setrole in (0, scope.role_oid) and s.setdatabase in (0, scope.db_oid)
       cross join lateral unnest(s.setconfig) as v
@@ -550,7 +613,7 @@ as $$
          case when v.ok then g.raw else g.fallback end,
          case when v.ok then g.raw_source
               when g.raw is null then 'default'
-              else format('default (invalid %s value %s ignored)', g.raw_source, quote_literal(g.raw)) end
+              else format('default (invalid value %s from %s ignored)', quote_literal(g.raw), g.raw_source) end
   from given g
   cross join lateral (
     select case when g.raw is null then false
@@ -1609,7 +1672,11 @@ as $$
   select net._http_collect_response(request_id, async)
 $$;
 
--- Asks the worker to notice new settings (it reads net._config() on every drain anyway).
+-- Asks the worker to notice new settings (it reads net._config() on every drain anyway) by
+-- waking it. Only a NOTIFY: no row lock, so the worker's check-in is never blocked by a
+-- transaction that called this (pg_net's `begin; select net.worker_restart(); select
+-- net.wait_until_running(); commit;` must not wait on itself). restart_requested is no longer
+-- stamped for that reason.
 create or replace function net.worker_restart()
 returns boolean
 language plpgsql
@@ -1618,8 +1685,6 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  insert into net._worker_status (id, restart_requested) values (1, now())
-  on conflict (id) do update set restart_requested = excluded.restart_requested;
   perform pg_notify('pg_net_edge_wake', '');
   return true;
 end
@@ -1668,8 +1733,12 @@ begin
 end
 $$;
 
--- Waits until a worker has checked in within 2 minutes. (A wake sent from an open transaction
--- is delivered only at commit; the every-minute cron checks in regardless.)
+-- Waits until a worker has checked in within 2 minutes. A wake sent from an open transaction is
+-- delivered only at commit, so while waiting the session shows itself in pg_stat_activity with
+-- application_name 'pg-net-edge: waiting for the worker' (visible to every role): the relay
+-- looks for such sessions every second and wakes the Worker. Without a relay the every-minute
+-- cron checks in regardless. The caller's application_name is restored afterwards (an error
+-- rolls the change back with the transaction).
 create or replace function net.wait_until_running(timeout_seconds int default 70)
 returns void
 language plpgsql
@@ -1680,16 +1749,25 @@ as $$
 declare
   deadline timestamptz := clock_timestamp() + make_interval(secs => greatest(coalesce(timeout_seconds, 70), 0));
   seen     timestamptz;
+  app_name text := current_setting('application_name');
+  flagged  boolean := false;
 begin
   perform net.wake();
   loop
     select s.last_seen into seen from net._worker_status s where s.id = 1;
     if seen >= clock_timestamp() - interval '2 minutes' then
+      if flagged then
+        perform set_config('application_name', app_name, false);
+      end if;
       return;
     end if;
     if clock_timestamp() >= deadline then
       raise exception 'waited % s: %', greatest(coalesce(timeout_seconds, 70), 0), net._worker_down_message(seen)
         using errcode = 'object_not_in_prerequisite_state';
+    end if;
+    if not flagged then
+      perform set_config('application_name', 'pg-net-edge: waiting for the worker', false);
+      flagged := true;
     end if;
     perform pg_sleep(0.2);
   end loop;
@@ -1788,14 +1866,14 @@ begin
       perform net._finish_poisoned(c.id, format(
         'request abandoned: its lease expired %s times (its drain died 3 times while sending it, '
         || 'e.g. the response was too large for the worker''s memory or the worker was stopped); it is not sent again',
-        c.expired_leases + 1));
+        c.expired_leases + 1), 'internal');
     elsif max_bytes is not null and c.bytes > max_bytes then
       perform net._finish_poisoned(c.id, format(
         'request not sent: its body is %s bytes, more than this worker claims at once (%s bytes); '
-        || 'lower pg_net.max_body_bytes or raise the worker''s claim limit', c.bytes, max_bytes));
+        || 'lower pg_net.max_body_bytes or raise the worker''s claim limit', c.bytes, max_bytes), 'too_large');
     elsif not c.lease_expired and c.attempts >= c.max_attempts then
       perform net._finish_poisoned(c.id, format(
-        'request not sent again: it already used its %s of %s attempts', c.attempts, c.max_attempts));
+        'request not sent again: it already used its %s of %s attempts', c.attempts, c.max_attempts), 'other');
     elsif max_bytes is not null and total + c.bytes > max_bytes and cardinality(taken) > 0 then
       exit;  -- the rest waits for the next claim
     else
@@ -1828,8 +1906,10 @@ end
 $$;
 
 -- Ends a queued request with an error response (kept with its request, so net.retry can send it
--- again once the cause is fixed). Used by net._claim for rows that must not be claimed.
-create or replace function net._finish_poisoned(request_id bigint, message text)
+-- again once the cause is fixed). Used by net._claim for rows that must not be claimed; kind is
+-- the row's error_kind (v4).
+drop function if exists net._finish_poisoned(bigint, text);
+create or replace function net._finish_poisoned(request_id bigint, message text, kind text)
 returns void
 language sql
 volatile
@@ -1841,9 +1921,9 @@ as $$
               q.retry_max_delay_ms, q.owner
   )
   insert into net._http_response (id, timed_out, error_msg, attempts, method, url, request_headers, request_body,
-                                  timeout_milliseconds, max_attempts, retry_max_delay_ms, owner)
+                                  timeout_milliseconds, max_attempts, retry_max_delay_ms, owner, error_kind)
   select g.id, false, message, g.attempts, g.method, g.url, g.headers, g.body, g.timeout_milliseconds,
-         g.max_attempts, g.retry_max_delay_ms, g.owner
+         g.max_attempts, g.retry_max_delay_ms, g.owner, kind
   from gone g
   on conflict (id) do update
     set status_code = null, content_type = null, headers = null, content = null, content_bytes = null,
@@ -1851,7 +1931,7 @@ as $$
         created = excluded.created, attempts = excluded.attempts, method = excluded.method, url = excluded.url,
         request_headers = excluded.request_headers, request_body = excluded.request_body,
         timeout_milliseconds = excluded.timeout_milliseconds, max_attempts = excluded.max_attempts,
-        retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner
+        retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner, error_kind = excluded.error_kind
 $$;
 
 -- Gives back rows a drain claimed but has not started (its fetch slots are all held by slow
@@ -1893,7 +1973,7 @@ as $$
     select distinct on (r.id) r.*
     from jsonb_to_recordset(coalesce(responses, '[]'::jsonb)) as r(
       id bigint, status_code int, content_type text, headers jsonb, content text,
-      content_base64 text, timed_out boolean, error_msg text, headers_all jsonb, retry_in_ms bigint)
+      content_base64 text, timed_out boolean, error_msg text, headers_all jsonb, retry_in_ms bigint, error_kind text)
     where r.id is not null
     order by r.id
   ), retried as (
@@ -1918,14 +1998,16 @@ as $$
   ), inserted as (
     insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg, content_bytes,
                                     attempts, headers_all, method, url, request_headers, request_body,
-                                    timeout_milliseconds, max_attempts, retry_max_delay_ms, owner)
+                                    timeout_milliseconds, max_attempts, retry_max_delay_ms, owner, error_kind)
     select i.id, i.status_code, i.content_type, nullif(i.headers, 'null'::jsonb), i.content, i.timed_out, i.error_msg,
            decode(i.content_base64, 'base64'), d.attempts, nullif(i.headers_all, 'null'::jsonb),
            -- The request itself is kept only when it failed, for net.retry().
            case when f.failed then d.method end, case when f.failed then d.url end,
            case when f.failed then d.headers end, case when f.failed then d.body end,
            case when f.failed then d.timeout_milliseconds end, case when f.failed then d.max_attempts end,
-           case when f.failed then d.retry_max_delay_ms end, d.owner
+           case when f.failed then d.retry_max_delay_ms end, d.owner,
+           -- A failure without a kind (an older worker) is "other"; a response without error none.
+           case when i.error_msg is not null then coalesce(i.error_kind, 'other') end
     from incoming i
     join done d on d.id = i.id
     -- net._failed(), inlined: a function with SET search_path is called per row, not inlined.
@@ -1938,7 +2020,7 @@ as $$
           attempts = excluded.attempts, headers_all = excluded.headers_all, method = excluded.method,
           url = excluded.url, request_headers = excluded.request_headers, request_body = excluded.request_body,
           timeout_milliseconds = excluded.timeout_milliseconds, max_attempts = excluded.max_attempts,
-          retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner
+          retry_max_delay_ms = excluded.retry_max_delay_ms, owner = excluded.owner, error_kind = excluded.error_kind
     returning 1
   )
   select ((select count(*) from inserted) + (select count(*) from retried))::int
@@ -2096,7 +2178,10 @@ grant execute on function
   net._parse_address(text),
   net._embedded_ipv4(inet),
   net._destination_matches(text, inet, text, text),
-  net._check_destination(text)
+  net._check_destination(text),
+  -- pg_net's URL helpers: pure functions, callable as in pg_net.
+  net._urlencode_string(varchar),
+  net._encode_url_with_params_array(text, text[])
 to public;
 grant select on net.settings, net.failed_requests to public;
 

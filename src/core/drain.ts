@@ -10,6 +10,7 @@ import { Deadlines } from './deadlines.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
 import { heldBytes, holdBytes } from './memory.ts';
+import type { ErrorKind } from './failures.ts';
 import { HEADER_BYTES, type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 
 export interface DrainExtras {
@@ -147,7 +148,7 @@ const DUE_SLACK_MS = 25;
 
 type EmptyState = 'no' | 'suspected' | 'confirmed';
 
-export function errorOutcome(id: string, message: string): Outcome {
+export function errorOutcome(id: string, message: string, kind: ErrorKind = 'internal'): Outcome {
   return {
     id,
     status_code: null,
@@ -157,6 +158,8 @@ export function errorOutcome(id: string, message: string): Outcome {
     content_base64: null,
     timed_out: false,
     error_msg: message,
+    // Outcomes made here are the drain's own failures (could not store, …) or unusable rows.
+    error_kind: kind,
   };
 }
 
@@ -299,6 +302,7 @@ export class Drain {
       ...(opts.retry ? { retry: opts.retry } : {}),
       ...(opts.destinations ? { destinations: opts.destinations } : {}),
       ...(opts.resolveHost ? { resolveHost: opts.resolveHost } : {}),
+      ...(opts.canConnect ? { canConnect: opts.canConnect } : {}),
       deadlines: this.deadlines,
     };
     this.sql = sql;
@@ -784,7 +788,7 @@ export class Drain {
     this.startedAt.set(request.id, Date.now());
     const reservation = { bytes: 0 };
     const done: Promise<Outcome> = request.invalid
-      ? Promise.resolve(errorOutcome(request.id, request.invalid))
+      ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
       : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
     const finish = (outcome: Outcome): void => {
       this.inFlight--;

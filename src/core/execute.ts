@@ -4,6 +4,8 @@
 // batch — so every failure, including a malformed row inserted by hand, becomes an error outcome.
 import { DEFAULT_POLICY } from './destination.ts';
 import { Refused, sendChecked } from './redirects.ts';
+import { classifyFailure, endpointOf, failureMessage, refineWithProbe, type ErrorKind, type Failure } from './failures.ts';
+import { canonicalHeaderName } from './header-names.ts';
 import { DEFAULT_RETRY_POLICY, retryDelay } from './retry.ts';
 import { HEADER_BYTES, type ExecuteOptions, type Outcome, type QueuedRequest } from './types.ts';
 
@@ -41,7 +43,7 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(parts.join(''));
 }
 
-function failure(id: string, error_msg: string, status_code: number | null = null): Outcome {
+function failure(id: string, error_msg: string, kind: ErrorKind, status_code: number | null = null): Outcome {
   return {
     id,
     status_code,
@@ -51,6 +53,7 @@ function failure(id: string, error_msg: string, status_code: number | null = nul
     content_base64: null,
     timed_out: false,
     error_msg: clip(error_msg),
+    error_kind: kind,
   };
 }
 
@@ -192,58 +195,53 @@ function isTimeout(error: unknown, signal: AbortSignal): boolean {
   return typeof error === 'object' && error !== null && 'name' in error && error.name === 'TimeoutError';
 }
 
-/**
- * A clear reason for a failed fetch. workerd says little ("Network connection lost." for refused,
- * reset, closed and TLS failures alike; "internal error; reference = …" for DNS failures and
- * malformed replies), while Node's undici wraps the real reason in `error.cause` with a code.
- */
+/** error_msg for a failed fetch: pg_net's text for its class first, then the detail (see failures.ts). */
 export function describeFailure(error: unknown, url: string): string {
-  const chain: unknown[] = [];
-  for (let e: unknown = error; e !== undefined && e !== null && chain.length < 4; ) {
-    chain.push(e);
-    e = typeof e === 'object' && 'cause' in e ? e.cause : undefined;
-  }
-  const codes = chain.map((e) =>
-    typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : '',
-  );
-  const names = chain.map((e) => (e instanceof Error ? e.name : ''));
-  const messages = chain.map(messageOf);
-  // The innermost message is the most specific (undici's outer one is just "fetch failed").
-  const detail = messages[messages.length - 1] ?? String(error);
-  const has = (pattern: RegExp) => codes.some((c) => pattern.test(c)) || messages.some((m) => pattern.test(m));
+  const classified = classifyFailure(error, url);
+  return failureMessage(classified.kind, classified.detail);
+}
 
-  if (has(/ECONNREFUSED/)) return `connection refused: ${detail}`;
-  if (has(/ENOTFOUND|EAI_AGAIN|EAI_NONAME|DNS lookup failed/)) return `DNS lookup failed: ${detail}`;
-  if (has(/ECONNRESET/)) return `connection reset by peer: ${detail}`;
-  if (codes.some((c) => /^HPE_/.test(c)) || names.includes('HTTPParserError')) {
-    return `malformed HTTP response: ${detail}`;
+/**
+ * A failure from workerd's vague errors, refined by a TCP probe of the target when the runtime
+ * gives one (ExecuteOptions.canConnect): the request has failed already, so the probe only costs
+ * time on the failure path.
+ */
+async function refine(failed: Failure, url: string, opts: ExecuteOptions): Promise<Failure> {
+  if (failed.ambiguous === undefined || opts.canConnect === undefined) return failed;
+  const endpoint = endpointOf(url);
+  if (endpoint === null) return failed;
+  let reachable: boolean;
+  try {
+    reachable = await opts.canConnect(endpoint.hostname, endpoint.port);
+  } catch {
+    return failed;
   }
-  if (codes.some((c) => /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|EPROTO)/.test(c))) {
-    return `TLS failure: ${detail}`;
+  return refineWithProbe(failed, reachable);
+}
+
+/**
+ * curl tries every address of localhost (::1 and 127.0.0.1); a runtime that tries one and is
+ * refused gets the others here. Only after a refused connection, so nothing was sent yet.
+ */
+function localhostAlternatives(url: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return [];
   }
-  if (has(/UND_ERR_SOCKET|other side closed/)) return `connection closed before a complete response: ${detail}`;
-  if (has(/ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT/)) return `connection timed out: ${detail}`;
-  if (/^Too many redirects/i.test(detail) || has(/redirect count exceeded/)) {
-    return `too many redirects starting at ${url}`;
-  }
-  if (detail === 'Network connection lost.') {
-    return `connection failed: ${detail} (refused, reset, closed or TLS failure before a complete response)`;
-  }
-  const internal = /^internal error; reference = (\S+)/.exec(detail);
-  if (internal) {
-    const host = new URL(url).hostname;
-    // An IP literal needs no DNS, so then the reply itself (or TLS) was at fault.
-    const ipLiteral = /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.startsWith('[');
-    const likely = ipLiteral ? 'a malformed HTTP reply' : 'a DNS lookup failure or a malformed HTTP reply';
-    return `request failed: the runtime reported an internal error, typically ${likely} (workerd reference ${internal[1]})`;
-  }
-  return `request failed: ${detail}`;
+  if (u.hostname !== 'localhost') return [];
+  return ['[::1]', '127.0.0.1'].map((host) => {
+    const alt = new URL(url);
+    alt.hostname = host;
+    return alt.href;
+  });
 }
 
 /**
  * The response headers twice, in one pass: as an object (repeated names joined with ", ", every
- * Set-Cookie line joined too) and as [name, value] pairs (names lowercased, in the runtime's
- * sorted order). fetch already joins repeated headers with ", " — lossless for all but
+ * Set-Cookie line joined too) and as [name, value] pairs (in the runtime's sorted order), names in
+ * their usual capitalisation (Content-Type, as pg_net stores them; see header-names.ts). fetch already joins repeated headers with ", " — lossless for all but
  * Set-Cookie, whose values may contain commas, so each Set-Cookie line stays its own pair.
  */
 export function readHeaders(headers: Headers): ReadHeaders {
@@ -254,14 +252,15 @@ export function readHeaders(headers: Headers): ReadHeaders {
   let contentType: string | null = null;
   let contentLength: string | null = null;
   let contentEncoding: string | null = null;
-  for (const [name, value] of headers) {
-    bytes += name.length + value.length;
-    if (name !== 'set-cookie') {
+  for (const [lowerName, value] of headers) {
+    bytes += lowerName.length + value.length;
+    if (lowerName !== 'set-cookie') {
+      const name = canonicalHeaderName(lowerName);
       pairs.push([name, value]);
       // The three headers execute looks at, picked up here rather than by three get() calls.
-      if (name === 'content-type') contentType = value;
-      else if (name === 'content-length') contentLength = value;
-      else if (name === 'content-encoding') contentEncoding = value;
+      if (lowerName === 'content-type') contentType = value;
+      else if (lowerName === 'content-length') contentLength = value;
+      else if (lowerName === 'content-encoding') contentEncoding = value;
       // Headers iteration yields each name once (repeats joined), except Set-Cookie.
       if (name !== '__proto__') object[name] = value;
       // A valid header name: keep it an own property (plain assignment would set the prototype).
@@ -269,10 +268,10 @@ export function readHeaders(headers: Headers): ReadHeaders {
     } else if (!cookiesDone) {
       cookiesDone = true;
       const cookies = typeof headers.getSetCookie === 'function' ? headers.getSetCookie() : [value];
-      for (const cookie of cookies) pairs.push(['set-cookie', cookie]);
+      for (const cookie of cookies) pairs.push(['Set-Cookie', cookie]);
       const joined = cookies.length > 0 ? cookies.join(', ') : headers.get('set-cookie');
       if (joined !== null) {
-        object['set-cookie'] = joined;
+        object['Set-Cookie'] = joined;
         bytes += joined.length;
       }
     }
@@ -311,7 +310,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
   const id = String(request?.id);
   try {
     const prepared = prepare(request, opts.userAgent);
-    if (typeof prepared === 'string') return failure(id, `invalid request: ${prepared}`);
+    if (typeof prepared === 'string') return failure(id, `invalid request: ${prepared}`, 'invalid_request');
 
     // A timer cleared when the request ends, not AbortSignal.timeout(): workerd allows 10,000
     // active timers per invocation, and AbortSignal.timeout's stay active for the full timeout.
@@ -337,34 +336,28 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
       cancelTimeout = () => clearTimeout(timer);
     }
     const timedOut = (): Outcome => ({
-      ...failure(id, `Timeout of ${prepared.timeout} ms reached`),
+      ...failure(id, `Timeout of ${prepared.timeout} ms reached`, 'timeout'),
       timed_out: true,
     });
     try {
-      let response: Response;
-      try {
-        // Destination policy and redirects: redirects.ts (each hop checked before it is sent).
-        const sent = await sendChecked(prepared.url, init(prepared, signal), fetchFn, {
-          destinations: opts.destinations ?? DEFAULT_POLICY,
-          resolveHost: opts.resolveHost,
-        });
-        if (sent instanceof Refused) return failure(id, sent.message);
-        response = sent;
-      } catch (error) {
-        if (isTimeout(error, signal)) return timedOut();
-        if (error instanceof TypeError) {
-          // fetch refused the input (a URL or header it can't use): say exactly what is wrong.
-          const problem = validate(request, prepared.method, isPlainObject(request.headers) ? request.headers : {}, opts.userAgent);
-          if (typeof problem === 'string') return failure(id, `invalid request: ${problem}`);
+      let response: Response | Outcome = await send(id, request, prepared, fetchFn, signal, opts, timedOut);
+      if (!(response instanceof Response)) {
+        // curl would have tried localhost's other addresses: so does this, after a refusal.
+        for (const alternative of response.error_kind === 'connect' ? localhostAlternatives(prepared.url) : []) {
+          const retried = await send(id, request, { ...prepared, url: alternative }, fetchFn, signal, opts, timedOut);
+          if (retried instanceof Response || retried.error_kind !== 'connect') {
+            response = retried;
+            break;
+          }
         }
-        return failure(id, describeFailure(error, prepared.url));
+        if (!(response instanceof Response)) return response;
       }
 
       const status = response.status;
       const { headers, headers_all, bytes: headerBytes, contentType: content_type, contentLength, contentEncoding } = readHeaders(response.headers);
       const tooLarge = () =>
         `response body exceeds the ${opts.maxResponseBytes}-byte limit (pg-net-edge MAX_RESPONSE_BYTES)`;
-      const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), status), headers, headers_all, content_type });
+      const overLimit = (): Outcome => ({ ...failure(id, tooLarge(), 'too_large', status), headers, headers_all, content_type });
       const succeeded = (body: Uint8Array): Outcome => {
         const { content, content_base64 } = decodeBody(body);
         const outcome: Outcome = { id, status_code: status, content_type, headers, headers_all, content, content_base64, timed_out: false, error_msg: null };
@@ -396,7 +389,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         } catch (error) {
           response.body?.cancel().catch(() => {});
           if (isTimeout(error, signal)) return timedOut();
-          return failure(id, `reading the response body failed: ${describeFailure(error, prepared.url)}`);
+          return readFailure(id, error, prepared.url);
         }
         // Belt and braces: a runtime that handed over more than declared still meets the limit.
         if (whole.byteLength > opts.maxResponseBytes) return overLimit();
@@ -421,7 +414,7 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
         } catch (error) {
           reader.cancel().catch(() => {});
           if (isTimeout(error, signal)) return timedOut();
-          return failure(id, `reading the response body failed: ${describeFailure(error, prepared.url)}`);
+          return readFailure(id, error, prepared.url);
         }
       }
 
@@ -437,6 +430,45 @@ async function attempt(request: QueuedRequest, fetchFn: typeof fetch, opts: Exec
     }
   } catch (error) {
     // Not expected; the promise is that execute never throws, whatever it is handed.
-    return failure(id, `internal error in execute: ${messageOf(error)}`);
+    return failure(id, `internal error in execute: ${messageOf(error)}`, 'internal');
   }
+}
+
+/** One fetch: the response, or the failure outcome (a timeout, input fetch refused, or a classified failure). */
+async function send(
+  id: string,
+  request: QueuedRequest,
+  prepared: Prepared,
+  fetchFn: typeof fetch,
+  signal: AbortSignal,
+  opts: ExecuteOptions,
+  timedOut: () => Outcome,
+): Promise<Response | Outcome> {
+  try {
+    // Destination policy and redirects: redirects.ts (each hop checked before it is sent).
+    const sent = await sendChecked(prepared.url, init(prepared, signal), fetchFn, {
+      destinations: opts.destinations ?? DEFAULT_POLICY,
+      resolveHost: opts.resolveHost,
+    });
+    if (sent instanceof Refused) return failure(id, sent.message, sent.kind);
+    return sent;
+  } catch (error) {
+    if (isTimeout(error, signal)) return timedOut();
+    if (error instanceof TypeError) {
+      // fetch refused the input (a URL or header it can't use): say exactly what is wrong.
+      const problem = validate(request, prepared.method, isPlainObject(request.headers) ? request.headers : {}, opts.userAgent);
+      if (typeof problem === 'string') return failure(id, `invalid request: ${problem}`, 'invalid_request');
+    }
+    const failed = await refine(classifyFailure(error, prepared.url), prepared.url, opts);
+    // The probe may have outlasted the request's timeout: then it is a timeout, as curl would say.
+    if (signal.aborted) return timedOut();
+    return failure(id, failureMessage(failed.kind, failed.detail), failed.kind);
+  }
+}
+
+/** A body read that failed after the headers arrived: pg_net's "Failure when receiving data from the peer". */
+function readFailure(id: string, error: unknown, url: string): Outcome {
+  const failed = classifyFailure(error, url, true);
+  const kind: ErrorKind = failed.kind === 'connect' || failed.kind === 'no_response' || failed.kind === 'other' ? 'receive' : failed.kind;
+  return failure(id, failureMessage(kind, `reading the response body failed: ${failed.detail}`), kind);
 }

@@ -16,7 +16,11 @@ export interface SendPolicy {
 
 /** A hop refused or a redirect that can't be followed: the message for the error row. */
 export class Refused {
-  constructor(readonly message: string) {}
+  constructor(
+    readonly message: string,
+    /** error_kind of the row: the policy refused a hop, or the redirect chain can't be followed. */
+    readonly kind: 'refused_destination' | 'redirects' = 'redirects',
+  ) {}
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -60,7 +64,7 @@ export async function sendChecked(
   let request: RequestInit = { ...init, redirect: 'manual' };
   for (let hop = 0; ; hop++) {
     const refused = await refusal(current, policy);
-    if (refused !== null) return new Refused(refused);
+    if (refused !== null) return new Refused(refused, 'refused_destination');
     const response = await fetchFn(current, request);
     const location = response.headers.get('location');
     if (!REDIRECTS.has(response.status) || location === null) return response;

@@ -2,6 +2,7 @@
 // wait before it (exponential backoff with jitter, never sooner than the server's Retry-After,
 // capped). Whether the request has attempts left is decided by net._record (it knows the row's
 // max_attempts), which also caps the delay by the request's own retry_max_delay_ms.
+import { isRetryableKind } from './failures.ts';
 import type { Outcome } from './types.ts';
 
 export interface RetryPolicy {
@@ -18,13 +19,14 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { baseMs: 1000, maxMs: 86_400_0
  * DNS, closed early, malformed reply). Not: other statuses, a body over the size limit, a request
  * that can't be sent as stored, too many redirects, TLS failures (certificates don't heal).
  */
-export function isRetryable(outcome: Pick<Outcome, 'status_code' | 'timed_out' | 'error_msg'>): boolean {
+export function isRetryable(outcome: Pick<Outcome, 'status_code' | 'timed_out' | 'error_msg' | 'error_kind'>): boolean {
   const status = outcome.status_code;
   if (status !== null) return status === 429 || (status >= 500 && status <= 599);
   if (outcome.timed_out) return true;
   const message = outcome.error_msg;
   if (message === null) return false;
-  return !/^(invalid request:|internal error|too many redirects|TLS failure|could not store)/.test(message);
+  if (outcome.error_kind) return isRetryableKind(outcome.error_kind);
+  return !/^(invalid request:|internal error|too many redirects|TLS failure|could not store|Number of redirects|SSL connect error)/.test(message);
 }
 
 /**
@@ -69,7 +71,7 @@ function header(headers: Record<string, string> | null, name: string): string | 
  * A Retry-After header is honoured as a lower bound; the result never exceeds policy.maxMs.
  */
 export function retryDelay(
-  outcome: Pick<Outcome, 'status_code' | 'timed_out' | 'error_msg' | 'headers'>,
+  outcome: Pick<Outcome, 'status_code' | 'timed_out' | 'error_msg' | 'error_kind' | 'headers'>,
   attempt: number,
   policy: RetryPolicy = DEFAULT_RETRY_POLICY,
   nowMs: number = Date.now(),

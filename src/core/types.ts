@@ -1,6 +1,7 @@
 // Types at the edges of the core: what a claim hands to execute, what execute hands to record.
 import type { Deadlines } from './deadlines.ts';
 import type { DestinationPolicy } from './destination.ts';
+import type { ErrorKind } from './failures.ts';
 import type { RetryPolicy } from './retry.ts';
 
 /** A queued request as claimed from net.http_request_queue (see net._claim). */
@@ -33,6 +34,8 @@ export interface Outcome {
   content_base64: string | null;
   timed_out: boolean;
   error_msg: string | null;
+  /** What kind of failure error_msg describes (schema v4's error_kind; see failures.ts). */
+  error_kind?: ErrorKind | null;
   /** Every response header line as [name, value], Set-Cookie lines kept apart (schema v2). */
   headers_all?: [string, string][] | null;
   /**
@@ -58,6 +61,12 @@ export interface ExecuteOptions {
   destinations?: DestinationPolicy;
   /** Node: resolves a host name so its addresses are checked against the denied list too. */
   resolveHost?: (host: string) => Promise<string[]>;
+  /**
+   * Whether something accepts TCP connections at hostname:port (workerd: a cloudflare:sockets
+   * probe). Asked only after a failure the runtime reported vaguely, to tell a refused
+   * connection from a server that closed without replying (see failures.ts).
+   */
+  canConnect?: (hostname: string, port: number) => Promise<boolean>;
 }
 
 export interface DrainOptions extends ExecuteOptions {

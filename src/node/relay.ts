@@ -9,6 +9,11 @@
 import postgres from 'postgres';
 
 export const CHANNEL = 'pg_net_edge_wake';
+/**
+ * The application_name net.wait_until_running() shows while it waits: its wake is a NOTIFY
+ * delivered only at commit, so inside a transaction only this tells the relay someone waits.
+ */
+export const WAITING_APPLICATION_NAME = 'pg-net-edge: waiting for the worker';
 
 export interface RelayOptions {
   databaseUrl: string;
@@ -20,6 +25,11 @@ export interface RelayOptions {
   maxBackoffMs?: number;
   /** How often the idle session is pinged, to notice a half-open connection. */
   pingMs?: number;
+  /**
+   * How often pg_stat_activity is checked for a session in net.wait_until_running() (default
+   * 1000 ms; 0 = never): one is found, the Worker is nudged. The check doubles as the ping.
+   */
+  pollMs?: number;
 }
 
 export interface RelayStats {
@@ -29,6 +39,8 @@ export interface RelayStats {
   notifications: number;
   nudgesSent: number;
   nudgesFailed: number;
+  /** Checks that found a session waiting in net.wait_until_running(). */
+  waitersSeen: number;
   lastError: string | null;
 }
 
@@ -59,12 +71,14 @@ export function startRelay(options: RelayOptions): Relay {
   const minBackoff = options.minBackoffMs ?? 250;
   const maxBackoff = options.maxBackoffMs ?? 10_000;
   const pingMs = options.pingMs ?? 30_000;
+  const pollMs = options.pollMs ?? 1000;
   const stats: RelayStats = {
     listening: false,
     listens: 0,
     notifications: 0,
     nudgesSent: 0,
     nudgesFailed: 0,
+    waitersSeen: 0,
     lastError: null,
   };
   // Errors can quote what they failed on; keep the secret out of every log line. (Database
@@ -203,17 +217,31 @@ export function startRelay(options: RelayOptions): Relay {
     }
   }
 
-  // TCP keepalive alone can take minutes to notice a dead peer; a cheap ping bounds it.
+  // TCP keepalive alone can take minutes to notice a dead peer; a cheap ping bounds it. With
+  // pollMs the ping is the look for sessions waiting in net.wait_until_running() (see
+  // WAITING_APPLICATION_NAME), every pollMs: application_name is visible to every role.
   async function pingUntilBroken(sql: postgres.Sql): Promise<void> {
+    const interval = pollMs > 0 ? Math.min(pollMs, pingMs) : pingMs;
     for (;;) {
-      await sleep(pingMs);
+      await sleep(interval);
       if (stopping.signal.aborted) return;
       let timer: NodeJS.Timeout | undefined;
       try {
-        await Promise.race([
-          sql`select 1`,
-          new Promise((_, fail) => (timer = setTimeout(() => fail(new Error('ping timed out')), 10_000))),
+        const check =
+          pollMs > 0
+            ? sql<{ waiting: boolean }[]>`
+                select exists (select from pg_catalog.pg_stat_activity
+                               where datname = current_database()
+                                 and application_name = ${WAITING_APPLICATION_NAME}) as waiting`
+            : sql<{ waiting: boolean }[]>`select false as waiting`;
+        const rows = await Promise.race([
+          check,
+          new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error('ping timed out')), 10_000))),
         ]);
+        if (rows[0]?.waiting) {
+          stats.waitersSeen++;
+          nudge();
+        }
       } catch {
         return;
       } finally {

@@ -15,7 +15,8 @@ import { redactUrl, startRelay, type Relay } from './relay.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DRAIN_CRON = '* * * * *';
-const SWEEP_CRON = '*/5 * * * *';
+// Every minute too (a short pg_net.ttl is honoured within a minute); see SWEEP_CRONS in the Worker.
+const SWEEP_CRON = '*/1 * * * *';
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 export interface StartOptions {
@@ -234,7 +235,7 @@ export async function start(options: StartOptions = {}): Promise<number> {
     };
     fire(DRAIN_CRON); // drains whatever was queued while nothing was running
     timers.push(setInterval(() => fire(DRAIN_CRON), 60_000));
-    timers.push(setInterval(() => fire(SWEEP_CRON), 5 * 60_000));
+    timers.push(setInterval(() => fire(SWEEP_CRON), 60_000));
 
     const shown = redactUrl(databaseUrl);
     out(
@@ -246,7 +247,7 @@ export async function start(options: StartOptions = {}): Promise<number> {
         `  psql       psql ${embedded ? databaseUrl : shown}`,
         `  try        select net.http_get('${workerUrl}/health');`,
         '             select * from net._http_response;',
-        `  crons      "${DRAIN_CRON}" every minute, "${SWEEP_CRON}" every 5 minutes (fired locally)`,
+        `  crons      "${DRAIN_CRON}" (drain) and "${SWEEP_CRON}" (sweep) every minute (fired locally)`,
         '  stop       Ctrl-C',
         '',
       ].join('\n'),

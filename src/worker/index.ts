@@ -6,12 +6,18 @@ import { loadSettings, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
+import { canConnect } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
-/** The cron that sweeps old responses; any other cron drains. */
-const SWEEP_CRON = '*/5 * * * *';
+/**
+ * The crons that sweep old responses; any other cron drains. Every minute, so a short
+ * pg_net.ttl is honoured within a minute as pg_net's worker does, but its own expression (the
+ * drain's is "* * * * *"): controller.cron is how a scheduled invocation tells them apart. The
+ * old every-five-minutes one is still a sweep for deployments that keep it.
+ */
+const SWEEP_CRONS: ReadonlySet<string> = new Set(['*/1 * * * *', '*/5 * * * *']);
 // A cron invocation may run for up to 15 minutes of wall time: claim for ~50 s (the next cron
 // comes after a minute), and only claim requests that can finish well before the end.
 const CRON_BUDGET_MS = 50_000;
@@ -263,6 +269,8 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
     userAgent: settings.userAgent,
     destinations: settings.destinations,
     maxRequests,
+    // workerd's fetch errors are vague; a TCP probe after a failure tells their kinds apart.
+    canConnect,
   };
 }
 
@@ -470,7 +478,7 @@ export default {
   },
 
   scheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): void {
-    if (controller.cron === SWEEP_CRON) {
+    if (SWEEP_CRONS.has(controller.cron)) {
       ctx.waitUntil(runSweep(env));
       return;
     }

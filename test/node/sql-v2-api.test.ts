@@ -7,6 +7,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { install } from '../../src/node/install.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { SCHEMA_VERSION } from '../support/schema.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
@@ -618,7 +619,7 @@ describe('the pg_net.max_attempts setting', () => {
     expect(await attempts(`select net.http_get('https://e.com/')`)).toBe(6);
     await s`reset pg_net.max_attempts`;
     const [view] = await sql<{ setting: string; source: string }[]>`select setting, source from net.settings where name = 'pg_net.max_attempts'`;
-    expect(view).toEqual({ setting: '6', source: 'role+database' });
+    expect(view).toEqual({ setting: '6', source: `ALTER ROLE postgres IN DATABASE ${db.name}` });
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 99`);
     expect(await attempts(`select net.http_get('https://e.com/')`)).toBe(1);
     const [invalid] = await sql<{ setting: string; source: string }[]>`select setting, source from net.settings where name = 'pg_net.max_attempts'`;
@@ -703,8 +704,8 @@ describe('upgrade from schema v1', () => {
         drop column retry_max_delay_ms, drop column last_error;
       alter table net._http_response drop column attempts, drop column headers_all, drop column method,
         drop column url, drop column request_headers, drop column request_body, drop column timeout_milliseconds,
-        drop column max_attempts, drop column retry_max_delay_ms;
-      delete from net._migrations where version = 2;
+        drop column max_attempts, drop column retry_max_delay_ms, drop column if exists error_kind;
+      delete from net._migrations where version in (2, 4);
       -- … and what v3 added.
       drop trigger http_request_queue_check on net.http_request_queue;
       drop policy own_requests on net.http_request_queue;
@@ -715,7 +716,7 @@ describe('upgrade from schema v1', () => {
       insert into net.http_request_queue (method, url, headers, timeout_milliseconds) values ('GET', 'https://e.com/v1', '{}', 1000);
       insert into net._http_response (id, status_code, content) values (777, 200, 'v1 response');`);
     const report = await install(up.url, { log: () => {} });
-    expect(report).toEqual({ before: 1, after: 3, queued: 1, responses: 1 });
+    expect(report).toEqual({ before: 1, after: SCHEMA_VERSION, queued: 1, responses: 1 });
     // Rows from before v3 belong to the owner of net.
     const owners = await up.sql<{ owner: string }[]>`
       select owner::text as owner from net.http_request_queue union all select owner::text from net._http_response`;

@@ -4,6 +4,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { SCHEMA_VERSION } from '../support/schema.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
@@ -301,13 +302,13 @@ describe('net._heartbeat and net._health', () => {
 
   it('health reports depth, in-flight, oldest age, heartbeat and schema version', async () => {
     let [health] = await sql<{ h: Record<string, unknown> }[]>`select net._health() as h`;
-    expect(health!.h).toEqual({ queue_depth: 0, in_flight: 0, oldest_queued_age_ms: null, last_seen: null, last_drain: null, schema_version: 3 });
+    expect(health!.h).toEqual({ queue_depth: 0, in_flight: 0, oldest_queued_age_ms: null, last_seen: null, last_drain: null, schema_version: SCHEMA_VERSION });
     await queue(3);
     await sql`update net.http_request_queue set created = now() - interval '5 seconds' where id = (select min(id) from net.http_request_queue)`;
     await claim(sql, 'drain-a', 1);
     await sql`select net._heartbeat(${sql.json({ recorded: 7 })})`;
     [health] = await sql<{ h: Record<string, unknown> }[]>`select net._health() as h`;
-    expect(health!.h).toMatchObject({ queue_depth: 3, in_flight: 1, last_drain: { recorded: 7 }, schema_version: 3 });
+    expect(health!.h).toMatchObject({ queue_depth: 3, in_flight: 1, last_drain: { recorded: 7 }, schema_version: SCHEMA_VERSION });
     expect(Number(health!.h.oldest_queued_age_ms)).toBeGreaterThanOrEqual(5000);
     expect(typeof health!.h.last_seen).toBe('string');
   });
@@ -361,13 +362,13 @@ describe('net._config and net.settings', () => {
     await sql.unsafe(`alter database ${db.name} set pg_net.batch_size to 300`);
     expect(await config(existing)).toEqual({ ttl: '12 hours', batch_size: 300 });
     expect(await view()).toEqual({
-      'pg_net.ttl': ['12 hours', 'database'],
-      'pg_net.batch_size': ['300', 'database'],
+      'pg_net.ttl': ['12 hours', `ALTER DATABASE ${db.name}`],
+      'pg_net.batch_size': ['300', `ALTER DATABASE ${db.name}`],
       'pg_net.max_attempts': ['1', 'default'],
     });
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.ttl to '24 hours'`);
     expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300 });
-    expect((await view())['pg_net.ttl']).toEqual(['24 hours', 'role+database']);
+    expect((await view())['pg_net.ttl']).toEqual(['24 hours', `ALTER ROLE postgres IN DATABASE ${db.name}`]);
     // The catalog beats the session's own (login-time) value.
     expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300 });
   });
@@ -399,7 +400,7 @@ describe('net._config and net.settings', () => {
     try {
       await sql.unsafe(`alter role "${odd}" set pg_net.batch_size to 77`);
       const rows = await sql<{ name: string; setting: string; source: string }[]>`select * from net._settings(${odd})`;
-      expect(rows.find((r) => r.name === 'pg_net.batch_size')).toEqual({ name: 'pg_net.batch_size', setting: '77', source: 'role' });
+      expect(rows.find((r) => r.name === 'pg_net.batch_size')).toEqual({ name: 'pg_net.batch_size', setting: '77', source: `ALTER ROLE "${odd}"` });
       // An unknown role sees only database-wide and default settings.
       const none = await sql<{ name: string; setting: string; source: string }[]>`select * from net._settings(${'no such role'})`;
       expect(none.map((r) => r.source)).toEqual(['default', 'default', 'default']);
@@ -426,7 +427,7 @@ describe('net._config and net.settings', () => {
     expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200 });
     const [setting, source] = (await view())[name]!;
     expect(setting).toBe(name === 'pg_net.ttl' ? '6 hours' : '200');
-    expect(source).toMatch(/^default \(invalid database value '.*' ignored\)$/);
+    expect(source).toMatch(new RegExp(`^default \\(invalid value '.*' from ALTER DATABASE ${db.name} ignored\\)$`));
   });
 });
 
@@ -546,12 +547,15 @@ describe('net.http_collect_response', () => {
 });
 
 describe('worker liveness', () => {
-  it('worker_restart returns true and stamps restart_requested', async () => {
-    const [row] = await sql<{ ok: boolean }[]>`select net.worker_restart() as ok`;
-    expect(row!.ok).toBe(true);
-    const [status] = await sql<{ recent: boolean }[]>`
-      select restart_requested > now() - interval '1 minute' as recent from net._worker_status`;
-    expect(status!.recent).toBe(true);
+  it('worker_restart returns true and locks nothing the worker needs (its check-in goes through)', async () => {
+    await sql.begin(async (tx) => {
+      const [row] = await tx<{ ok: boolean }[]>`select net.worker_restart() as ok`;
+      expect(row!.ok).toBe(true);
+      // Another session (the worker) checks in while the transaction is still open.
+      const worker = session();
+      await worker.unsafe(`set lock_timeout = '2s'`);
+      await worker`select net._heartbeat(null)`;
+    });
   });
 
   it('worker_restart and wake notify pg_net_edge_wake', async () => {

@@ -6,7 +6,7 @@ import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { freePort, startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
 import { install } from '../../src/node/install.ts';
-import { startTarget } from './target.ts';
+import { startIpv6OnlyServer, startTarget } from './target.ts';
 import { withDatabase } from './urls.ts';
 
 declare module 'vitest' {
@@ -21,6 +21,8 @@ declare module 'vitest' {
     databaseKind: string;
     /** A loopback TCP port nothing listens on (connections to it are refused). */
     closedPort: number;
+    /** A port where an HTTP server listens on ::1 only (answers "ipv6 only"): http://localhost:<port>. */
+    ipv6OnlyPort: number;
   }
 }
 
@@ -46,9 +48,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('targetUrl', target.url);
   project.provide('databaseKind', external ? 'external' : 'embedded');
   project.provide('closedPort', await freePort());
+  const ipv6Only = await startIpv6OnlyServer();
+  project.provide('ipv6OnlyPort', ipv6Only.port);
 
   return async () => {
     await target.close();
+    await ipv6Only.close();
     // Databases the test files cloned are named pne_t_<pid>_…; drop them and the template.
     const leftovers = await admin<{ datname: string }[]>`
       select datname from pg_database where datname like ${`pne_t_${process.pid}_%`} or datname = ${templateDb}`;

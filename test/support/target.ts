@@ -208,6 +208,12 @@ export async function startTarget(): Promise<Target> {
       return;
     }
 
+    if (path === '/header-spaces') {
+      // A header name with spaces (not an HTTP token): curl, so pg_net, takes the reply as it is.
+      req.socket.end('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX Bad Header: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      return;
+    }
+
     const redirect = /^\/redirect\/(\d+)$/.exec(path);
     if (redirect) {
       const n = Number(redirect[1]);
@@ -329,5 +335,29 @@ export async function startTarget(): Promise<Target> {
       server.closeAllConnections();
       await closed;
     },
+  };
+}
+
+/**
+ * An HTTP server on ::1 only, answering 200 "ipv6 only": http://localhost:<port> reaches it only
+ * by trying localhost's IPv6 address, as curl (so pg_net) does.
+ */
+export async function startIpv6OnlyServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 9 });
+    res.end('ipv6 only');
+  });
+  await new Promise<void>((done, fail) => {
+    server.once('error', fail);
+    server.listen(0, '::1', () => done());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
   };
 }

@@ -84,7 +84,7 @@ describe('any method, any body, seen byte for byte by the server', () => {
 
     const head = await row(ids.head);
     expect(head).toMatchObject({ status_code: 200, content: null, state: 'succeeded' });
-    expect(head.headers?.['content-type']).toBe('application/json');
+    expect(head.headers?.['Content-Type']).toBe('application/json');
 
     expect(echoOf(await row(ids.options))).toMatchObject({ method: 'OPTIONS', body_base64: '' });
 
@@ -139,13 +139,13 @@ describe('exact responses', () => {
     const id = await queue(db.sql`select net.http_get(${`${target}/headers`})::text as id`);
     await drain(db.sql, fetch, options());
     const r = await row(id);
-    expect(r.headers_all!.filter(([name]) => name === 'set-cookie')).toEqual([
-      ['set-cookie', 'a=1; Path=/'],
-      ['set-cookie', 'b=2; Path=/'],
+    expect(r.headers_all!.filter(([name]) => name === 'Set-Cookie')).toEqual([
+      ['Set-Cookie', 'a=1; Path=/'],
+      ['Set-Cookie', 'b=2; Path=/'],
     ]);
-    expect(r.headers_all).toContainEqual(['x-multi', 'one, two']);
-    expect(r.headers_all).toContainEqual(['x-custom', 'custom-value']);
-    expect(r.headers).toMatchObject({ 'set-cookie': 'a=1; Path=/, b=2; Path=/', 'x-multi': 'one, two' });
+    expect(r.headers_all).toContainEqual(['X-Multi', 'one, two']);
+    expect(r.headers_all).toContainEqual(['X-Custom', 'custom-value']);
+    expect(r.headers).toMatchObject({ 'Set-Cookie': 'a=1; Path=/, b=2; Path=/', 'X-Multi': 'one, two' });
     // Same names in both views.
     expect(new Set(r.headers_all!.map(([n]) => n))).toEqual(new Set(Object.keys(r.headers!)));
   });
@@ -172,7 +172,7 @@ describe('exact responses', () => {
     const t = await row(text);
     expect(t).toMatchObject({ status_code: 200, content_bytes: null, error_msg: null, state: 'succeeded' });
     expect(t.content).toBe('x'.repeat(size));
-    expect(t.headers?.['content-length']).toBe(String(size));
+    expect(t.headers?.['Content-Length']).toBe(String(size));
     const b = await row(bytes);
     expect(b.content).toBeNull();
     expect(b.content_bytes!.length).toBe(size);
@@ -241,9 +241,9 @@ describe('execute() flags retryable outcomes', () => {
     h.append('X-Y', '1');
     h.append('x-y', '2');
     expect(headerPairs(h)).toEqual([
-      ['set-cookie', 'a=1, with comma; Expires=Wed, 21 Oct 2015 07:28:00 GMT'],
-      ['set-cookie', 'b=2'],
-      ['x-y', '1, 2'],
+      ['Set-Cookie', 'a=1, with comma; Expires=Wed, 21 Oct 2015 07:28:00 GMT'],
+      ['Set-Cookie', 'b=2'],
+      ['X-Y', '1, 2'],
     ]);
   });
 });

@@ -3,6 +3,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import { decodeBody, execute } from '../../src/core/execute.ts';
 import type { ExecuteOptions, Outcome, QueuedRequest } from '../../src/core/types.ts';
+import { canConnect } from '../../src/worker/probe.ts';
 import { queuedRequest } from '../support/requests.ts';
 
 const target = inject('targetUrl');
@@ -13,7 +14,11 @@ const request = (path: string, overrides: Partial<QueuedRequest> = {}) => queued
 
 const run = (req: QueuedRequest, o: ExecuteOptions = opts) => execute(req, fetch, o);
 
-function expectFailure(outcome: Outcome, pattern: RegExp) {
+/** As the Worker runs it: with the TCP probe that refines workerd's vague errors. */
+const probing: ExecuteOptions = { ...opts, canConnect };
+
+function expectFailure(outcome: Outcome, pattern: RegExp, kind?: string) {
+  if (kind !== undefined) expect(outcome.error_kind).toBe(kind);
   expect(outcome.status_code).toBeNull();
   expect(outcome.timed_out).toBe(false);
   expect(outcome.content).toBeNull();
@@ -37,7 +42,7 @@ describe('execute in workerd: successes', () => {
     const outcome = await run(req);
     expect(outcome).toMatchObject({ id: req.id, status_code: 200, timed_out: false, error_msg: null });
     expect(outcome.content_type).toBe('application/json');
-    expect(outcome.headers?.['content-type']).toBe('application/json');
+    expect(outcome.headers?.['Content-Type']).toBe('application/json');
     const echo = echoOf(outcome);
     expect(echo).toMatchObject({ method: 'GET', path: '/echo/get', query: 'a=1&b=two', body_text: '' });
     expect(echo.headers['user-agent']).toBe('pg-net-edge-test/1');
@@ -115,7 +120,7 @@ describe('execute in workerd: successes', () => {
   it('redirect chains are followed; the final response is recorded', async () => {
     const outcome = await run(request('/redirect/3'));
     expect(outcome).toMatchObject({ status_code: 200, content: 'redirected', error_msg: null });
-    expect(outcome.headers?.['location']).toBeUndefined();
+    expect(outcome.headers?.['Location']).toBeUndefined();
   });
 
   it('redirect-to another URL lands on it', async () => {
@@ -127,11 +132,11 @@ describe('execute in workerd: successes', () => {
   it('multi-valued headers: Set-Cookie and X-Multi joined with ", "', async () => {
     const outcome = await run(request('/headers'));
     expect(outcome.status_code).toBe(200);
-    expect(outcome.headers?.['set-cookie']).toBe('a=1; Path=/, b=2; Path=/');
-    expect(outcome.headers?.['x-multi']).toBe('one, two');
-    expect(outcome.headers?.['x-custom']).toBe('custom-value');
-    // Names are lower-case, as Headers gives them.
-    expect(Object.keys(outcome.headers ?? {}).every((k) => k === k.toLowerCase())).toBe(true);
+    expect(outcome.headers?.['Set-Cookie']).toBe('a=1; Path=/, b=2; Path=/');
+    expect(outcome.headers?.['X-Multi']).toBe('one, two');
+    expect(outcome.headers?.['X-Custom']).toBe('custom-value');
+    // Names in their usual capitalisation, as pg_net stores them (fetch hands them over lower-cased).
+    expect(Object.keys(outcome.headers ?? {}).sort()).toEqual(['Connection', 'Content-Length', 'Content-Type', 'Date', 'Keep-Alive', 'Set-Cookie', 'X-Custom', 'X-Multi']);
   });
 
   it('binary body → content null and the exact bytes in content_base64', async () => {
@@ -171,7 +176,7 @@ describe('execute in workerd: failures', () => {
   it('HEAD of a large resource is not over the limit: no body is sent', async () => {
     const outcome = await run(request('/bytes/5000', { method: 'HEAD' }), { ...opts, maxResponseBytes: 1000 });
     expect(outcome).toMatchObject({ status_code: 200, content: null, error_msg: null });
-    expect(outcome.headers?.['content-length']).toBe('5000');
+    expect(outcome.headers?.['Content-Length']).toBe('5000');
   });
 
   it('a streamed body far over the limit is cut off too', async () => {
@@ -210,36 +215,43 @@ describe('execute in workerd: failures', () => {
     expect(outcome).toMatchObject({ status_code: 200, content: 'start end', timed_out: false });
   });
 
-  it('refused connection (closed port)', async () => {
-    const outcome = await run(request(`http://127.0.0.1:${closedPort}/`));
-    // workerd does not tell refused apart from other lost connections.
-    expectFailure(outcome, /^connection failed: Network connection lost\./);
+  // pg_net's (curl's) text first, then the detail, and error_kind. workerd says "Network
+  // connection lost." for refused, closed and reset alike: the probe tells refused apart.
+  it('refused connection (closed port): "Couldn\'t connect to server"', async () => {
+    const outcome = await run(request(`http://127.0.0.1:${closedPort}/`), probing);
+    expectFailure(outcome, /^Couldn't connect to server: connection refused/, 'connect');
+    // Without the probe workerd's text can't tell; the guess is a connect failure.
+    expectFailure(await run(request(`http://127.0.0.1:${closedPort}/`)), /^Couldn't connect to server: connection failed: Network connection lost\./, 'connect');
   });
 
-  it('connection dropped before headers', async () => {
-    expectFailure(await run(request('/drop')), /^connection failed: Network connection lost\./);
+  it('connection dropped before headers: "Server returned nothing (no headers, no data)"', async () => {
+    expectFailure(await run(request('/drop'), probing), /^Server returned nothing \(no headers, no data\): /, 'no_response');
   });
 
-  it('connection reset (TCP RST)', async () => {
-    expectFailure(await run(request('/reset')), /^connection failed: Network connection lost\./);
+  it('connection reset (TCP RST) before any reply: told apart from refused (workerd can\'t tell it from closed)', async () => {
+    expectFailure(await run(request('/reset'), probing), /^Server returned nothing \(no headers, no data\): connection closed or reset/, 'no_response');
   });
 
-  it('malformed HTTP reply', async () => {
-    expectFailure(await run(request('/malformed')), /^request failed: .*internal error.*malformed HTTP reply/);
+  it('malformed HTTP reply: "Weird server reply"', async () => {
+    expectFailure(await run(request('/malformed'), probing), /^Weird server reply: request failed: .*internal error.*malformed HTTP reply/, 'malformed');
   });
 
-  it('unknown host (DNS fails)', async () => {
-    expectFailure(await run(request('http://nonexistent.invalid/')), /^request failed: .*DNS lookup failure/);
+  it('unknown host (DNS fails): "Couldn\'t resolve host name"', async () => {
+    expectFailure(await run(request('http://nonexistent.invalid/'), probing), /^Couldn't resolve host name: request failed: .*DNS lookup failure/, 'dns');
   });
 
   it('too many redirects → a short, clear message', async () => {
     const outcome = await run(request('/redirect/30'));
-    expectFailure(outcome, /^too many redirects starting at http:\/\/127\.0\.0\.1:\d+\/redirect\/30$/);
+    expectFailure(
+      outcome,
+      /^Number of redirects hit maximum amount: too many redirects starting at http:\/\/127\.0\.0\.1:\d+\/redirect\/30$/,
+      'redirects',
+    );
   });
 
   it('a redirect to a non-http scheme fails clearly', async () => {
     const outcome = await run(request(`/redirect-to?url=${encodeURIComponent('ftp://example.invalid/x')}`));
-    expectFailure(outcome, /^invalid redirect: .*ftp:\/\/example\.invalid\/x.* is not http or https$/);
+    expectFailure(outcome, /^invalid redirect: .*ftp:\/\/example\.invalid\/x.* is not http or https$/, 'redirects');
   });
 
   it('one failure does not disturb concurrent requests', async () => {
