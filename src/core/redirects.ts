@@ -5,6 +5,7 @@
 // GET without a body; Authorization, Cookie and Proxy-Authorization are dropped when a hop
 // leaves the origin; only http(s) locations are followed.
 import { refuseHost, refuseUrl, type DestinationPolicy } from './destination.ts';
+import { failureMessage } from './failures.ts';
 
 export const MAX_REDIRECTS = 20;
 
@@ -69,7 +70,7 @@ export async function sendChecked(
     const location = response.headers.get('location');
     if (!REDIRECTS.has(response.status) || location === null) return response;
     response.body?.cancel().catch(() => {});
-    if (hop >= MAX_REDIRECTS) return new Refused(`too many redirects starting at ${url}`);
+    if (hop >= MAX_REDIRECTS) return new Refused(failureMessage('redirects', `too many redirects starting at ${url}`));
     let next: URL;
     try {
       next = new URL(location, current);
