@@ -7,6 +7,7 @@ import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { freePort, startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
 import { install } from '../../src/node/install.ts';
+import { quietWorkerd } from './quiet-workerd.ts';
 import { startTarget } from './target.ts';
 import { withDatabase } from './urls.ts';
 
@@ -26,6 +27,7 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const quiet = quietWorkerd();
   const external = process.env.TEST_DATABASE_URL || undefined;
   let embedded: EmbeddedDatabase | undefined;
   if (!external) {
@@ -58,5 +60,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     }
     await admin.end();
     if (embedded) await embedded.stop();
+    quiet.restore();
+    if (quiet.hidden() > 0) {
+      process.stdout.write(
+        `test teardown: hid ${quiet.hidden()} workerd log messages about failures the tests provoke (SHOW_WORKERD_LOGS=1 shows them)\n`,
+      );
+    }
   };
 }
