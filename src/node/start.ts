@@ -240,8 +240,11 @@ export async function start(options: StartOptions = {}): Promise<number> {
       await abortable(install(databaseUrl, { log: (line: string) => out(`  ${line}`) }));
     } catch (error) {
       if (error instanceof StartupError) throw error;
+      const reason = (error as Error).message;
+      // install()'s connection errors already name the address and what to check.
+      if (reason.startsWith('cannot connect to PostgreSQL')) throw new StartupError(reason);
       throw new StartupError(
-        `could not install the SQL API into ${redactUrl(databaseUrl)}: ${(error as Error).message}\n` +
+        `could not install the SQL API into ${redactUrl(databaseUrl)}: ${reason}\n` +
           'Check that the database is reachable and that DATABASE_URL is right (user, password, database name).',
       );
     }

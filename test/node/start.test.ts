@@ -2,8 +2,9 @@
 // relay; a committed net.http_get reaches the loopback target through relay → /nudge → Worker.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -229,6 +230,27 @@ describe('npm start failures', () => {
     expect(text).toContain('pg-net-edge: could not start');
     expect(text).toContain('cannot connect to PostgreSQL');
     expect(text).not.toContain('TopSecretPw9');
+  });
+
+  it('--database-url-file: a port that is not PostgreSQL fails at once, saying so, password hidden', async () => {
+    const http = createHttpServer((_req, res) => res.end('hello'));
+    await new Promise<void>((done) => http.listen(0, '127.0.0.1', () => done()));
+    const dbPort = (http.address() as AddressInfo).port;
+    const dir = mkdtempSync(join(tmpdir(), 'pg-net-edge-start-url-'));
+    try {
+      const file = join(dir, 'url');
+      writeFileSync(file, `postgres://postgres:FileSecret42@127.0.0.1:${dbPort}/postgres\n`, { mode: 0o600 });
+      const run = startCli({ PORT: String(await freePort()) }, undefined, ['--database-url-file', file]);
+      expect(await run.exited).toBe(1);
+      const text = run.output();
+      expect(text).toContain(`pg-net-edge: could not start: cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:${dbPort}/postgres`);
+      expect(text).toContain(`127.0.0.1:${dbPort} is not PostgreSQL`);
+      expect(text).not.toContain('FileSecret42');
+      expect(text).not.toContain('starting the Worker');
+    } finally {
+      http.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('exits non-zero when the Worker port is taken, saying so', async () => {
