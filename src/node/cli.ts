@@ -1,7 +1,8 @@
 // The pg-net-edge command line: install, relay, drain, start. No dependencies beyond node:util.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runDrain } from './drain.ts';
-import { install } from './install.ts';
+import { install, probe } from './install.ts';
 import { redactUrl, startRelay } from './relay.ts';
 import { start } from './start.ts';
 
@@ -18,29 +19,35 @@ Commands:
 Run "pg-net-edge <command> --help" for a command's options.`;
 
 const HELP: Record<string, string> = {
-  install: `Usage: pg-net-edge install --database-url URL
+  install: `Usage: pg-net-edge install [--database-url-file FILE]     (or set DATABASE_URL)
 
 Installs (or upgrades) the SQL API in the database: schema net, its tables and functions.
 Idempotent: running it again keeps queued requests and responses.
 Same as: psql URL -f sql/install.sql
 
 Options:
-  --database-url URL   connection string (default: $DATABASE_URL)
-  -h, --help           this help`,
-  relay: `Usage: pg-net-edge relay --database-url URL --nudge-url URL --secret S
+  --database-url-file FILE  read the connection string from FILE (default: $DATABASE_URL)
+  --database-url URL        the connection string itself (a password in it shows in ps)
+  -h, --help                this help`,
+  relay: `Usage: pg-net-edge relay --nudge-url URL      (with DATABASE_URL and NUDGE_SECRET set)
 
 LISTENs on pg_net_edge_wake and POSTs the Worker's /nudge when requests are committed, so they
 are sent at once instead of at the next cron tick. Needs a direct (session) connection: LISTEN
 does not pass through transaction poolers or Hyperdrive. Reconnects with backoff; runs until
 Ctrl-C / SIGTERM.
 
+Secrets come from the environment or from files, never from the command line if you can help
+it: arguments show in the process list (ps) to every user of the machine.
+
 Options:
-  --database-url URL   direct connection string (default: $DATABASE_URL)
-  --nudge-url URL      the Worker's nudge endpoint, e.g. https://pg-net-edge.example.workers.dev/nudge
-                       (default: $NUDGE_URL)
-  --secret S           the Worker's NUDGE_SECRET (default: $NUDGE_SECRET)
-  -h, --help           this help`,
-  drain: `Usage: pg-net-edge drain --database-url URL [--loop]
+  --nudge-url URL           the Worker's nudge endpoint, e.g. https://pg-net-edge.example.workers.dev/nudge
+                            (default: $NUDGE_URL)
+  --database-url-file FILE  read the direct connection string from FILE (default: $DATABASE_URL)
+  --secret-file FILE        read the Worker's NUDGE_SECRET from FILE (default: $NUDGE_SECRET)
+  --database-url URL        the connection string itself (a password in it shows in ps)
+  --secret S                the secret itself (shows in ps)
+  -h, --help                this help`,
+  drain: `Usage: pg-net-edge drain [--loop]      (with DATABASE_URL set)
 
 Claims queued requests, sends them from this machine and records the responses — the same
 code the Worker runs. Without --loop: drains until the queue is empty, prints its stats, exits.
@@ -50,26 +57,44 @@ Tuning, from the same environment variables as the Worker: CONCURRENCY, BATCH_SI
 LEASE_MARGIN_MS, MAX_RESPONSE_BYTES, DRAIN_BUDGET_MS, FLUSH_MS, USER_AGENT.
 
 Options:
-  --database-url URL   connection string (default: $DATABASE_URL)
-  --loop               keep running
-  -h, --help           this help`,
-  start: `Usage: pg-net-edge start      (also: npm start)
+  --database-url-file FILE  read the connection string from FILE (default: $DATABASE_URL)
+  --database-url URL        the connection string itself (a password in it shows in ps)
+  --loop                    keep running
+  -h, --help                this help`,
+  start: `Usage: pg-net-edge start [--port N] [--pg-port N]      (also: npm start -- --port N)
 
 Runs the whole system on this machine: PostgreSQL (DATABASE_URL, or an embedded one with its
 data in .pg-net-edge/pgdata), the SQL API, the Worker under workerd (wrangler dev), the relay,
 and a ticker firing the crons. Prints where everything is, runs until Ctrl-C.
+Both ports are checked before anything starts; a second checkout runs beside the first with
+other ports. Secrets reach the Worker through its environment, never through a file.
+
+Options:
+  --port N                  the Worker's port (default: $PORT, else 8787)
+  --pg-port N               the embedded PostgreSQL's port (default: $PG_PORT, else 54329)
+  --database-url-file FILE  use the PostgreSQL whose connection string is in FILE
+  -h, --help                this help
 
 Environment:
   DATABASE_URL   PostgreSQL to use (default: embedded)
-  PORT           the Worker's port (default 8787)
+  PORT, PG_PORT  as --port, --pg-port
   NUDGE_SECRET   the relay's secret (default: generated for the run)`,
 };
 
 class UsageError extends Error {}
 
 function need(value: string | undefined, flag: string, envName: string): string {
-  if (!value) throw new UsageError(`missing ${flag} (or set ${envName})`);
+  if (!value) throw new UsageError(`missing ${flag} (or set ${envName}, or use ${flag}-file)`);
   return value;
+}
+
+/** The password of a connection string, '' when it has none (or is not a URL). */
+function passwordOf(url: string): string {
+  try {
+    return new URL(url).password;
+  } catch {
+    return /password\s*=/i.test(url) ? 'yes' : '';
+  }
 }
 
 /** Runs one command; resolves with the process exit code. */
@@ -94,7 +119,11 @@ export async function main(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
         'database-url': { type: 'string' },
         'nudge-url': { type: 'string' },
+        'database-url-file': { type: 'string' },
         secret: { type: 'string' },
+        'secret-file': { type: 'string' },
+        port: { type: 'string' },
+        'pg-port': { type: 'string' },
         loop: { type: 'boolean' },
       },
     }));
@@ -108,11 +137,55 @@ export async function main(argv: string[]): Promise<number> {
   }
   const flag = (name: string) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
   const env = process.env;
+  const allowed: Record<string, string[]> = {
+    install: ['database-url', 'database-url-file'],
+    relay: ['database-url', 'database-url-file', 'nudge-url', 'secret', 'secret-file'],
+    drain: ['database-url', 'database-url-file', 'loop'],
+    start: ['database-url-file', 'port', 'pg-port'],
+  };
+  for (const name of Object.keys(values)) {
+    if (name !== 'help' && values[name] !== undefined && !allowed[command]?.includes(name)) {
+      process.stderr.write(`pg-net-edge ${command}: --${name} is not an option of ${command}\n\n${help}\n`);
+      return 2;
+    }
+  }
+  /**
+   * A secret setting: from --NAME-file (trailing newline dropped), else --NAME (with a warning
+   * when it holds a secret: arguments show in ps), else the environment variable.
+   */
+  const secretSetting = (name: string, envName: string, isSecret: (value: string) => boolean): string | undefined => {
+    const file = flag(`${name}-file`);
+    const given = flag(name);
+    if (file !== undefined && given !== undefined) throw new UsageError(`give --${name} or --${name}-file, not both`);
+    if (file !== undefined) {
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (error) {
+        throw new UsageError(`cannot read --${name}-file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+      }
+      const value = text.replace(/\r?\n$/, '');
+      if (!value.trim()) throw new UsageError(`--${name}-file ${file} is empty`);
+      return value;
+    }
+    if (given !== undefined) {
+      if (isSecret(given)) {
+        process.stderr.write(
+          `pg-net-edge ${command}: warning: --${name} shows in the process list (ps) to every user of this machine; ` +
+            `set ${envName} or use --${name}-file instead\n`,
+        );
+      }
+      return given;
+    }
+    return env[envName] || undefined;
+  };
+  const databaseUrlSetting = () =>
+    need(secretSetting('database-url', 'DATABASE_URL', (url) => passwordOf(url) !== ''), '--database-url', 'DATABASE_URL');
 
   try {
     switch (command) {
       case 'install': {
-        const url = need(flag('database-url') ?? env.DATABASE_URL, '--database-url', 'DATABASE_URL');
+        const url = databaseUrlSetting();
         try {
           await install(url, { log: (line: string) => process.stdout.write(`${line}\n`) });
         } catch (error) {
@@ -123,14 +196,15 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'relay': {
-        const databaseUrl = need(flag('database-url') ?? env.DATABASE_URL, '--database-url', 'DATABASE_URL');
+        const databaseUrl = databaseUrlSetting();
         const nudgeUrl = need(flag('nudge-url') ?? env.NUDGE_URL, '--nudge-url', 'NUDGE_URL');
-        const secret = need(flag('secret') ?? env.NUDGE_SECRET, '--secret', 'NUDGE_SECRET');
+        const secret = need(secretSetting('secret', 'NUDGE_SECRET', () => true), '--secret', 'NUDGE_SECRET');
         try {
           new URL(nudgeUrl);
         } catch {
           throw new UsageError(`--nudge-url is not a URL: ${nudgeUrl}`);
         }
+        if (!(await probed('relay', databaseUrl))) return 1;
         process.stdout.write(`relay: ${redactUrl(databaseUrl)} → ${redactUrl(nudgeUrl)}\n`);
         const relay = startRelay({
           databaseUrl,
@@ -146,11 +220,19 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'drain': {
-        const databaseUrl = need(flag('database-url') ?? env.DATABASE_URL, '--database-url', 'DATABASE_URL');
+        const databaseUrl = databaseUrlSetting();
+        if (!(await probed('drain', databaseUrl))) return 1;
         return await runDrain({ databaseUrl, loop: values.loop === true, env });
       }
-      case 'start':
-        return await start();
+      case 'start': {
+        const file = flag('database-url-file');
+        const databaseUrl = file === undefined ? undefined : secretSetting('database-url', 'DATABASE_URL', () => false);
+        return await start({
+          env: { ...env, ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
+          port: flag('port'),
+          pgPort: flag('pg-port'),
+        });
+      }
     }
     return 2;
   } catch (error) {
@@ -174,6 +256,17 @@ function scrub(text: string, url: string): string {
     /* not a parseable URL: the pattern above is all we can do */
   }
   return out;
+}
+
+/** Probes the database first, so a wrong address fails within ~10 s saying what to check. */
+async function probed(command: string, url: string): Promise<boolean> {
+  try {
+    await probe(url);
+    return true;
+  } catch (error) {
+    process.stderr.write(`pg-net-edge ${command}: ${scrub((error as Error).message, url)}\n`);
+    return false;
+  }
 }
 
 function untilSignal(): Promise<void> {

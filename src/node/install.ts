@@ -2,6 +2,7 @@
 // reports what it found and kept, so a re-install visibly keeps queued requests and responses.
 import { readFile } from 'node:fs/promises';
 import postgres from 'postgres';
+import { probePostgres, ProbeError } from './probe.ts';
 
 export interface InstallReport {
   /** Schema version before the install; null when pg-net-edge was not installed. */
@@ -57,6 +58,16 @@ function connectionError(url: string, error: PgError): Error {
   return new Error(`cannot connect to PostgreSQL at ${where} (${code}: ${reason}): ${advice}`);
 }
 
+/** Fails within ~10 s with what to check when the URL's address is not a reachable PostgreSQL. */
+export async function probe(url: string): Promise<void> {
+  try {
+    await probePostgres(url);
+  } catch (error) {
+    if (error instanceof ProbeError) throw new Error(`cannot connect to PostgreSQL at ${redact(url)}: ${error.message}`);
+    throw error;
+  }
+}
+
 function redactText(text: string, url: string): string {
   try {
     const password = decodeURIComponent(new URL(url).password);
@@ -88,6 +99,7 @@ function plural(n: number, one: string, many: string): string {
 export async function install(url: string, opts: InstallOptions = {}): Promise<InstallReport> {
   const log = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const text = await readFile(INSTALL_SQL, 'utf8');
+  await probe(url);
   const sql = postgres(url, {
     max: 1,
     fetch_types: false,

@@ -1,8 +1,11 @@
 // The pg-net-edge CLI as a user runs it: a child process of bin/pg-net-edge.mjs, against the
 // real test PostgreSQL and the loopback target.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../src/node/embedded.ts';
@@ -65,10 +68,93 @@ describe('help and usage', () => {
   it('says which setting is missing', async () => {
     const install = await cli(['install']);
     expect(install.code).toBe(2);
-    expect(install.stderr).toContain('missing --database-url (or set DATABASE_URL)');
+    expect(install.stderr).toContain('missing --database-url (or set DATABASE_URL, or use --database-url-file)');
     const relay = await cli(['relay', '--database-url', 'postgres://x@127.0.0.1/x', '--secret', 's']);
     expect(relay.code).toBe(2);
-    expect(relay.stderr).toContain('missing --nudge-url (or set NUDGE_URL)');
+    expect(relay.stderr).toContain('missing --nudge-url (or set NUDGE_URL');
+  });
+
+  it("rejects another command's option", async () => {
+    const run = await cli(['install', '--secret', 'x']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--secret is not an option of install');
+  });
+});
+
+/** A file holding `text`, in a folder removed after the file's tests. */
+const folders: string[] = [];
+function fileWith(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pg-net-edge-cli-'));
+  folders.push(dir);
+  const path = join(dir, 'value');
+  writeFileSync(path, text, { mode: 0o600 });
+  return path;
+}
+afterAll(() => {
+  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('connecting: clear failures within seconds', () => {
+  it('install against a port that answers but is not PostgreSQL fails at once, saying so', async () => {
+    let connections = 0;
+    const http = createServer((_req, res) => res.end('not a database'));
+    http.on('connection', () => connections++);
+    await new Promise<void>((done) => http.listen(0, '127.0.0.1', () => done()));
+    const port = (http.address() as AddressInfo).port;
+    try {
+      const run = await cli(['install'], { DATABASE_URL: `postgres://bob:Hidden9Pw@127.0.0.1:${port}/db` });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`cannot connect to PostgreSQL at postgres://bob:***@127.0.0.1:${port}/db`);
+      expect(run.stderr).toContain(`127.0.0.1:${port} is not PostgreSQL`);
+      expect(run.stdout + run.stderr).not.toContain('Hidden9Pw');
+      // One look, not a reconnect loop (the driver alone made thousands of connections).
+      expect(connections).toBe(1);
+    } finally {
+      http.close();
+    }
+  });
+
+  it.each(['relay', 'drain'])('%s against a closed port says what to check and exits 1', async (command) => {
+    const port = await freePort();
+    const run = await cli([command], {
+      DATABASE_URL: `postgres://bob@127.0.0.1:${port}/db`,
+      NUDGE_URL: 'http://127.0.0.1:9/nudge',
+      NUDGE_SECRET: 'x-secret-x',
+    });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`pg-net-edge ${command}: cannot connect to PostgreSQL`);
+    expect(run.stderr).toContain(`nothing listens on 127.0.0.1:${port} (connection refused)`);
+  });
+});
+
+describe('secrets on the command line', () => {
+  it('a password in --database-url works but warns that it shows in ps', async () => {
+    const port = await freePort();
+    const run = await cli(['install', '--database-url', `postgres://bob:Shown1InPs@127.0.0.1:${port}/db`]);
+    expect(run.stderr).toContain('warning: --database-url shows in the process list (ps)');
+    expect(run.stderr).toContain('set DATABASE_URL or use --database-url-file instead');
+    expect(run.stdout + run.stderr).not.toContain('Shown1InPs');
+  });
+
+  it('--database-url-file is read (trailing newline dropped), without a warning', async () => {
+    const port = await freePort();
+    const run = await cli(['install', '--database-url-file', fileWith(`postgres://bob:FromFile7@127.0.0.1:${port}/db\n`)]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`postgres://bob:***@127.0.0.1:${port}/db`);
+    expect(run.stderr).not.toContain('warning');
+    expect(run.stdout + run.stderr).not.toContain('FromFile7');
+  });
+
+  it('refuses a missing or empty file, and both forms at once', async () => {
+    const missing = await cli(['install', '--database-url-file', '/nonexistent/pg-net-edge-url']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('cannot read --database-url-file /nonexistent/pg-net-edge-url: ENOENT');
+    const empty = await cli(['install', '--database-url-file', fileWith('\n')]);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('is empty');
+    const both = await cli(['install', '--database-url', 'postgres://x@127.0.0.1/x', '--database-url-file', fileWith('x')]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('give --database-url or --database-url-file, not both');
   });
 });
 
@@ -89,7 +175,7 @@ describe('install', () => {
 
   it('installs into an empty database, then again idempotently keeping queued requests', async () => {
     const url = withDatabase(adminUrl, name);
-    const first = await cli(['install', '--database-url', url]);
+    const first = await cli(['install', '--database-url-file', fileWith(url)]);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/installed pg-net-edge schema v\d+ into .* \(fresh\)/);
@@ -149,7 +235,7 @@ describe('drain', () => {
     await db.sql.begin(async (tx) => {
       for (let i = 0; i < 20; i++) await tx`select net.http_get(${`${target}${prefix}${i}`})`;
     });
-    const run = await cli(['drain', '--database-url', db.url], { CONCURRENCY: '4' });
+    const run = await cli(['drain'], { DATABASE_URL: db.url, CONCURRENCY: '4' });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const stats = JSON.parse(run.stdout.trim().split('\n').pop() ?? '{}') as { claimed: number; recorded: number };
@@ -167,7 +253,7 @@ describe('drain', () => {
   });
 
   it('refuses bad tuning, naming the variable', async () => {
-    const run = await cli(['drain', '--database-url', db.url], { CONCURRENCY: 'lots' });
+    const run = await cli(['drain'], { DATABASE_URL: db.url, CONCURRENCY: 'lots' });
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('CONCURRENCY must be a whole number');
   });
@@ -224,7 +310,7 @@ describe('long-running commands', () => {
     await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
     const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
     const secret = 'cli-relay-secret-77aa';
-    const relay = background(['relay', '--database-url', db.url, '--nudge-url', nudgeUrl], { NUDGE_SECRET: secret });
+    const relay = background(['relay', '--nudge-url', nudgeUrl], { DATABASE_URL: db.url, NUDGE_SECRET: secret });
     try {
       await until('the re-listen nudge', () => auths.length >= 1);
       await db.sql`select net.http_get('http://127.0.0.1:9/cli-relay')`;
@@ -241,9 +327,37 @@ describe('long-running commands', () => {
     }
   });
 
+  it.each([
+    ['--secret-file', false],
+    ['--secret', true],
+  ] as const)('relay reads the secret from %s (warning only for the argument) and never prints it', async (flag, warns) => {
+    const auths: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      auths.push(req.headers.authorization);
+      req.resume();
+      res.writeHead(202).end();
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
+    const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
+    const secret = `cli-relay-${flag.slice(2)}-9bd1e0`;
+    const value = flag === '--secret-file' ? fileWith(`${secret}\n`) : secret;
+    const relay = background(['relay', '--nudge-url', nudgeUrl, '--database-url-file', fileWith(db.url), flag, value], {});
+    try {
+      await until('the re-listen nudge', () => auths.length >= 1);
+      expect(auths[0]).toBe(`Bearer ${secret}`);
+      relay.child.kill('SIGTERM');
+      expect(await relay.exited).toBe(0);
+      expect(relay.output().includes('warning: --secret shows in the process list (ps)')).toBe(warns);
+      expect(relay.output()).not.toContain(secret);
+    } finally {
+      relay.child.kill('SIGKILL');
+      server.close();
+    }
+  });
+
   it('drain --loop sends requests as they are committed and stops on SIGINT', async () => {
     const prefix = `/hits/cli-loop-${process.pid}-${Date.now().toString(36)}/`;
-    const loop = background(['drain', '--database-url', db.url, '--loop'], {});
+    const loop = background(['drain', '--loop'], { DATABASE_URL: db.url });
     try {
       for (let i = 0; i < 3; i++) await db.sql`select net.http_get(${`${target}${prefix}${i}`})`;
       await until('three responses', async () => {

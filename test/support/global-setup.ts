@@ -1,11 +1,13 @@
-// Runs once in Node before every test project: finds a real PostgreSQL (TEST_DATABASE_URL,
-// DATABASE_URL, else an embedded one), builds a template database with sql/install.sql applied,
+// Runs once in Node before every test project: finds a real PostgreSQL (TEST_DATABASE_URL, else
+// an embedded one; never DATABASE_URL, which a user exports for `npm start` and whose server the
+// tests must not create databases on), builds a template database with sql/install.sql applied,
 // and starts the loopback HTTP target. Test files clone the template (see db.ts), so files can
 // drain their own queue in parallel without seeing each other's requests.
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { freePort, startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
 import { install } from '../../src/node/install.ts';
+import { quietWorkerd } from './quiet-workerd.ts';
 import { startIpv6OnlyServer, startTarget } from './target.ts';
 import { withDatabase } from './urls.ts';
 
@@ -27,10 +29,11 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const external = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  const quiet = quietWorkerd();
+  const external = process.env.TEST_DATABASE_URL || undefined;
   let embedded: EmbeddedDatabase | undefined;
   if (!external) {
-    process.stdout.write('test setup: no TEST_DATABASE_URL/DATABASE_URL; starting an embedded PostgreSQL\n');
+    process.stdout.write('test setup: no TEST_DATABASE_URL; starting an embedded PostgreSQL\n');
     embedded = await startEmbedded();
   }
   const adminUrl = external ?? embedded!.url;
@@ -62,5 +65,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     }
     await admin.end();
     if (embedded) await embedded.stop();
+    quiet.restore();
+    if (quiet.hidden() > 0) {
+      process.stdout.write(
+        `test teardown: hid ${quiet.hidden()} workerd log messages about failures the tests provoke (SHOW_WORKERD_LOGS=1 shows them)\n`,
+      );
+    }
   };
 }
