@@ -1505,15 +1505,20 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  wanted  int := greatest(coalesce(max_rows, 0), 0);
-  c       record;
-  total   bigint := 0;
-  taken   bigint[] := '{}';
-  expired bigint[] := '{}';
+  wanted   int := greatest(coalesce(max_rows, 0), 0);
+  c        record;
+  total    bigint := 0;
+  taken    bigint[] := '{}';
+  expired  bigint[] := '{}';
+  finished int;
 begin
   if wanted = 0 then
     return;
   end if;
+  -- A claim whose rows were all finished as poison looks again (a few times), so a drain doesn't
+  -- take the empty answer for an empty queue.
+  for round in 1..5 loop  -- (the loop body is not indented, to keep the claim query readable)
+  finished := 0;
   -- Two index paths, so rows scheduled for later are never scanned: rows without not_before
   -- (the usual case; claiming clears it) in id order, and rows whose not_before has passed.
   -- Each locks at most max_rows; rows locked but not picked are released when this statement's
@@ -1559,13 +1564,16 @@ begin
         'request abandoned: its lease expired %s times (its drain died 3 times while sending it, '
         || 'e.g. the response was too large for the worker''s memory or the worker was stopped); it is not sent again',
         c.expired_leases + 1));
+      finished := finished + 1;
     elsif max_bytes is not null and c.bytes > max_bytes then
       perform net._finish_poisoned(c.id, format(
         'request not sent: its body is %s bytes, more than this worker claims at once (%s bytes); '
         || 'lower pg_net.max_body_bytes or raise the worker''s claim limit', c.bytes, max_bytes));
+      finished := finished + 1;
     elsif not c.lease_expired and c.attempts >= c.max_attempts then
       perform net._finish_poisoned(c.id, format(
         'request not sent again: it already used its %s of %s attempts', c.attempts, c.max_attempts));
+      finished := finished + 1;
     elsif max_bytes is not null and total + c.bytes > max_bytes and cardinality(taken) > 0 then
       exit;  -- the rest waits for the next claim
     else
@@ -1575,6 +1583,8 @@ begin
         expired := expired || c.id;
       end if;
     end if;
+  end loop;
+  exit when cardinality(taken) > 0 or finished = 0;
   end loop;
   if cardinality(taken) = 0 then
     return;
