@@ -1314,6 +1314,7 @@ declare
   budget   bigint;
   deadline timestamptz;
   seen     timestamptz;
+  due_at   timestamptz;
 begin
   loop
     -- Each statement takes a fresh snapshot (READ COMMITTED), so the loop sees the worker's commits.
@@ -1349,12 +1350,19 @@ begin
                 hint = 'Commit first, then call net.http_collect_response(id, async := false) in a new transaction.';
       end if;
       -- No worker has checked in lately and none holds the request: waiting would only end in
-      -- the same answer minutes later.
+      -- the same answer minutes later, so answer now. Only a request that just came due gets a
+      -- few seconds, for a drain the relay woke at its commit to claim it (a drain checks in
+      -- when it ends; on a fresh install that is after this request).
       if not coalesce(queued.lease_expires > clock_timestamp(), false) then
         seen := net._worker_last_seen();
         if seen is null or seen < clock_timestamp() - interval '2 minutes' then
-          return row('PENDING', format('request is pending, and %s', net._worker_down_message(seen)),
-                     null)::net.http_response_result;
+          due_at := coalesce(queued.not_before, queued.created);
+          if due_at > clock_timestamp() or clock_timestamp() > due_at + interval '5 seconds' then
+            return row('PENDING', format('request is pending, and %s', net._worker_down_message(seen)),
+                       null)::net.http_response_result;
+          end if;
+          perform pg_sleep(0.05);
+          continue;
         end if;
       end if;
       budget := greatest(queued.max_attempts, 1)::bigint * (queued.timeout_milliseconds + 65000)
