@@ -478,7 +478,8 @@ begin
     select btrim(substr(c, length('pg_net.max_attempts=') + 1)) into catalog
       from pg_db_role_setting s
       cross join lateral unnest(s.setconfig) as c
-     where s.setrole in (0, (select r.oid from pg_roles r where r.rolname = current_user))
+     -- The owner of net's settings (v3: the API runs as the caller, not as the owner any more).
+     where s.setrole in (0, (select n.nspowner from pg_namespace n where n.nspname = 'net'))
        and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
        and c like 'pg\_net.max\_attempts=%'
      order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
@@ -1903,9 +1904,10 @@ create policy own_requests on net.http_request_queue
 drop policy if exists own_responses on net._http_response;
 create policy own_responses on net._http_response
   using (coalesce(pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'), false) or (select net._sees_all()));
--- The worker (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
-alter table net.http_request_queue no force row level security;
-alter table net._http_response no force row level security;
+-- Enabled on every run (not only by migration 3), so a re-install restores it. The worker
+-- (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
+alter table net.http_request_queue enable row level security, no force row level security;
+alter table net._http_response enable row level security, no force row level security;
 
 -- Every queued row passes the call-time checks (net._check_queue_row), however it is inserted.
 drop trigger if exists http_request_queue_check on net.http_request_queue;
