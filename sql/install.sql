@@ -582,19 +582,6 @@ as $$
       or coalesce(pg_has_role(current_user, to_regrole('net_edge_admin')::oid, 'MEMBER'), false)
 $$;
 
--- The row-level security rule of both tables: a request (or its response) is visible to roles
--- that are members of its owner, and to those net._sees_all() lets see everything.
-create or replace function net._visible(owner regrole)
-returns boolean
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(pg_has_role(current_user, owner::oid, 'MEMBER'), false) or net._sees_all()
-$$;
-
-drop function if exists net._limit(text, bigint, bigint);  -- (an earlier draft of net._limits)
-
 -- The call-time limits (bytes) in force: pg_net.max_body_bytes (request body; default 2 MiB, so
 -- a drain's concurrent bodies fit a Worker's 128 MB; at most 100 MiB, Cloudflare's request body
 -- limit on Free/Pro), pg_net.max_url_bytes (16 KiB, what Cloudflare accepts for a URL) and
@@ -1138,7 +1125,8 @@ create or replace view net.failed_requests as
   select r.id, r.method, r.url, r.status_code, r.error_msg, r.timed_out, r.attempts, r.created
   from net._http_response r
   where (r.error_msg is not null or r.status_code >= 400)
-    and net._visible(r.owner)
+    -- (the policies' expression: (select …) runs once per query, not once per row)
+    and (coalesce(pg_catalog.pg_has_role(current_user, r.owner::oid, 'MEMBER'), false) or (select net._sees_all()))
   order by r.created desc, r.id desc;
 comment on view net.failed_requests is
   'Finished requests with an error or a 4xx/5xx status; net.retry(id) queues one again';
@@ -1882,14 +1870,13 @@ grant execute on function
   net._worker_last_seen(),
   net._requeue(bigint, int, interval),
   net._sees_all(),
-  net._visible(regrole),
   net._limits(),
   net._limit_hint(text, bigint)
 to public;
 grant select on net.settings, net.failed_requests to public;
 
 -- Row-level security (v3, SPEC section 7). Every role may read both tables, as with pg_net, but
--- sees only the rows of roles it is a member of (net._visible); it may queue requests directly
+-- sees only the rows of roles it is a member of (or all: net._sees_all); it may queue requests directly
 -- (only the request's own columns: owner defaults to current_user, leases stay the worker's) and
 -- stamp retry_claim on its own responses (net.retry's proof of visibility).
 grant select on net.http_request_queue, net._http_response to public;
