@@ -539,7 +539,8 @@ begin
     select btrim(substr(c, length('pg_net.max_attempts=') + 1)) into catalog
       from pg_db_role_setting s
       cross join lateral unnest(s.setconfig) as c
-     where s.setrole in (0, (select r.oid from pg_roles r where r.rolname = current_user))
+     -- The owner of net's settings (v3: the API runs as the caller, not as the owner any more).
+     where s.setrole in (0, (select n.nspowner from pg_namespace n where n.nspname = 'net'))
        and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
        and c like 'pg\_net.max\_attempts=%'
      order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
@@ -872,51 +873,39 @@ as $$
       or coalesce(pg_has_role(current_user, to_regrole('net_edge_admin')::oid, 'MEMBER'), false)
 $$;
 
--- The row-level security rule of both tables: a request (or its response) is visible to roles
--- that are members of its owner, and to those net._sees_all() lets see everything.
-create or replace function net._visible(owner regrole)
-returns boolean
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select coalesce(pg_has_role(current_user, owner::oid, 'MEMBER'), false) or net._sees_all()
-$$;
-
--- A call-time limit (bytes): the setting of the owner of net in this database, from the catalog
--- only (role+database, role, database, all roles), never the caller's session, where anyone could
--- SET it. Missing or invalid: fallback; above ceiling: ceiling.
-create or replace function net._limit(setting_name text, fallback bigint, ceiling bigint)
-returns bigint
-language sql
-stable
-set search_path = pg_catalog, pg_temp
-as $$
-  select least(coalesce(
-           (select case when btrim(substr(v, length(setting_name) + 2)) ~ '^[+]?[0-9]{1,15}$'
-                        then nullif(btrim(substr(v, length(setting_name) + 2))::bigint, 0) end
-            from pg_namespace n
-            join pg_db_role_setting s on s.setrole in (0, n.nspowner)
-                                     and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
-            cross join lateral unnest(s.setconfig) as v
-            where n.nspname = 'net' and v like setting_name || '=%'
-            order by (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
-            limit 1),
-           fallback), ceiling)
-$$;
-
--- The limits in force: pg_net.max_body_bytes (request body; default 2 MiB, so a drain's
--- concurrent bodies fit a Worker's 128 MB; at most 100 MiB, Cloudflare's request body limit on
--- Free/Pro), pg_net.max_url_bytes (16 KiB, what Cloudflare accepts for a URL) and
+-- The call-time limits (bytes) in force: pg_net.max_body_bytes (request body; default 2 MiB, so
+-- a drain's concurrent bodies fit a Worker's 128 MB; at most 100 MiB, Cloudflare's request body
+-- limit on Free/Pro), pg_net.max_url_bytes (16 KiB, what Cloudflare accepts for a URL) and
 -- pg_net.max_header_bytes (request headers, names + values; default 32 KiB, at most 128 KiB).
+-- Read from the catalog settings of the owner of net in this database (role+database, role,
+-- database, all roles) and never from the caller's session, nor cached where a caller could
+-- write (a session variable): anyone could SET those. Missing or invalid: the default; above
+-- the ceiling: the ceiling. One statement: it runs for every queued row.
 create or replace function net._limits(out max_body_bytes bigint, out max_url_bytes bigint, out max_header_bytes bigint)
-language sql
+language plpgsql  -- not sql: a SQL function's query is planned again on every call (~300 µs)
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select net._limit('pg_net.max_body_bytes', 2097152, 104857600),
-         net._limit('pg_net.max_url_bytes', 16384, 16384),
-         net._limit('pg_net.max_header_bytes', 32768, 131072)
+begin
+  with given as (
+    select distinct on (split_part(v, '=', 1))
+           split_part(v, '=', 1) as name, btrim(substr(v, strpos(v, '=') + 1)) as raw
+    from pg_namespace n
+    join pg_db_role_setting s on s.setrole in (0, n.nspowner)
+                             and s.setdatabase in (0, (select d.oid from pg_database d where d.datname = current_database()))
+    cross join lateral unnest(s.setconfig) as v
+    where n.nspname = 'net' and v ~ '^pg_net\.max_(body|url|header)_bytes='
+    order by split_part(v, '=', 1), (s.setrole <> 0) desc, (s.setdatabase <> 0) desc
+  ), parsed as (
+    select g.name, case when g.raw ~ '^[+]?[0-9]{1,15}$' then nullif(g.raw::bigint, 0) end as bytes
+    from given g
+  )
+  select least(coalesce(max(p.bytes) filter (where p.name = 'pg_net.max_body_bytes'), 2097152), 104857600),
+         least(coalesce(max(p.bytes) filter (where p.name = 'pg_net.max_url_bytes'), 16384), 16384),
+         least(coalesce(max(p.bytes) filter (where p.name = 'pg_net.max_header_bytes'), 32768), 131072)
+    into max_body_bytes, max_url_bytes, max_header_bytes
+  from parsed p;
+end
 $$;
 
 -- How to raise a limit, for the error messages.
@@ -941,11 +930,11 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  lim        record;
-  authority  text;
-  item       record;
-  bad        text;
-  head_bytes bigint := 0;
+  lim          record;
+  item         record;
+  bad          text;
+  headers_text text;
+  head_bytes   bigint;
 begin
   select * into lim from net._limits();
   if new.url is not null then
@@ -958,8 +947,8 @@ begin
     perform net._check_url(new.url);
     -- Destination policy (its block above): literal addresses and names refused at call time.
     perform net._check_destination(new.url);
-    authority := substring(new.url from '^[A-Za-z]+://([^/?#]*)');
-    if strpos(authority, '@') > 0 then
+    -- (plain ~ tests on the fast path: substring(... from pattern) costs ~25 µs a row)
+    if new.url ~ '^[A-Za-z]+://[^/?#]*@' then
       raise exception 'URL must not contain credentials (user:password@host): they would be stored and sent in clear'
         using errcode = 'invalid_parameter_value',
               hint = 'Remove them from the URL and send an Authorization header instead, e.g. headers := jsonb_build_object(''Authorization'', ''Basic '' || encode(convert_to(''user:password'', ''UTF8''), ''base64'')).';
@@ -970,20 +959,30 @@ begin
       using errcode = 'invalid_parameter_value';
   end if;
   new.headers := net._check_headers(new.headers);
-  for item in select key, value #>> '{}' as value from jsonb_each(new.headers) loop
-    -- Control characters other than tab are refused by fetch at send time; refuse them now.
-    bad := substring(item.value from '[\x01-\x08\x0a-\x1f\x7f]');
-    if bad is not null then
-      raise exception 'header "%" value contains the control character U+%; header values may only hold visible characters, spaces and tabs',
-                      item.key, lpad(upper(to_hex(ascii(bad))), 4, '0')
-        using errcode = 'invalid_parameter_value',
-              hint = 'Remove it, or encode the value (e.g. base64 or percent-encoding).';
+  headers_text := new.headers::text;
+  -- jsonb's text form escapes control characters as \u00XX (\b, \f, \t, \n, \r for some) and
+  -- leaves DEL as it is: only when one may be there are the values looked at one by one.
+  if headers_text ~ '\\(u00[01]|u007[fF]|[bf])|\x7f' then
+    for item in select key, value #>> '{}' as value from jsonb_each(new.headers) loop
+      -- Control characters other than tab are refused by fetch at send time; refuse them now.
+      if item.value ~ '[\x01-\x08\x0a-\x1f\x7f]' then
+        bad := substring(item.value from '[\x01-\x08\x0a-\x1f\x7f]');
+        raise exception 'header "%" value contains the control character U+%; header values may only hold visible characters, spaces and tabs',
+                        item.key, lpad(upper(to_hex(ascii(bad))), 4, '0')
+          using errcode = 'invalid_parameter_value',
+                hint = 'Remove it, or encode the value (e.g. base64 or percent-encoding).';
+      end if;
+    end loop;
+  end if;
+  -- The JSON text is longer than the headers on the wire (name: value CRLF), so only a long one
+  -- needs counting.
+  if octet_length(headers_text) > lim.max_header_bytes then
+    select coalesce(sum(octet_length(e.key) + octet_length(e.value) + 4), 0) into head_bytes  -- ": " and CRLF
+      from jsonb_each_text(new.headers) e;
+    if head_bytes > lim.max_header_bytes then
+      raise exception 'request headers are % bytes; the limit is pg_net.max_header_bytes = % bytes', head_bytes, lim.max_header_bytes
+        using errcode = 'program_limit_exceeded', hint = net._limit_hint('pg_net.max_header_bytes', 131072);
     end if;
-    head_bytes := head_bytes + octet_length(item.key) + octet_length(item.value) + 4;  -- ": " and CRLF
-  end loop;
-  if head_bytes > lim.max_header_bytes then
-    raise exception 'request headers are % bytes; the limit is pg_net.max_header_bytes = % bytes', head_bytes, lim.max_header_bytes
-      using errcode = 'program_limit_exceeded', hint = net._limit_hint('pg_net.max_header_bytes', 131072);
   end if;
   if octet_length(new.body) > lim.max_body_bytes then
     raise exception 'request body is % bytes; the limit is pg_net.max_body_bytes = % bytes', octet_length(new.body), lim.max_body_bytes
@@ -1419,7 +1418,8 @@ create or replace view net.failed_requests as
   select r.id, r.method, r.url, r.status_code, r.error_msg, r.timed_out, r.attempts, r.created
   from net._http_response r
   where (r.error_msg is not null or r.status_code >= 400)
-    and net._visible(r.owner)
+    -- (the policies' expression: (select …) runs once per query, not once per row)
+    and (coalesce(pg_catalog.pg_has_role(current_user, r.owner::oid, 'MEMBER'), false) or (select net._sees_all()))
   order by r.created desc, r.id desc;
 comment on view net.failed_requests is
   'Finished requests with an error or a 4xx/5xx status; net.retry(id) queues one again';
@@ -1607,6 +1607,7 @@ declare
   budget   bigint;
   deadline timestamptz;
   seen     timestamptz;
+  due_at   timestamptz;
 begin
   loop
     -- Each statement takes a fresh snapshot (READ COMMITTED), so the loop sees the worker's commits.
@@ -1642,12 +1643,19 @@ begin
                 hint = 'Commit first, then call net.http_collect_response(id, async := false) in a new transaction.';
       end if;
       -- No worker has checked in lately and none holds the request: waiting would only end in
-      -- the same answer minutes later.
+      -- the same answer minutes later, so answer now. Only a request that just came due gets a
+      -- few seconds, for a drain the relay woke at its commit to claim it (a drain checks in
+      -- when it ends; on a fresh install that is after this request).
       if not coalesce(queued.lease_expires > clock_timestamp(), false) then
         seen := net._worker_last_seen();
         if seen is null or seen < clock_timestamp() - interval '2 minutes' then
-          return row('PENDING', format('request is pending, and %s', net._worker_down_message(seen)),
-                     null)::net.http_response_result;
+          due_at := coalesce(queued.not_before, queued.created);
+          if due_at > clock_timestamp() or clock_timestamp() > due_at + interval '5 seconds' then
+            return row('PENDING', format('request is pending, and %s', net._worker_down_message(seen)),
+                       null)::net.http_response_result;
+          end if;
+          perform pg_sleep(0.05);
+          continue;
         end if;
       end if;
       budget := greatest(queued.max_attempts, 1)::bigint * (queued.timeout_milliseconds + 65000)
@@ -1813,15 +1821,20 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  wanted  int := greatest(coalesce(max_rows, 0), 0);
-  c       record;
-  total   bigint := 0;
-  taken   bigint[] := '{}';
-  expired bigint[] := '{}';
+  wanted   int := greatest(coalesce(max_rows, 0), 0);
+  c        record;
+  total    bigint := 0;
+  taken    bigint[] := '{}';
+  expired  bigint[] := '{}';
+  finished int;
 begin
   if wanted = 0 then
     return;
   end if;
+  -- A claim whose rows were all finished as poison looks again (a few times), so a drain doesn't
+  -- take the empty answer for an empty queue.
+  for round in 1..5 loop  -- (the loop body is not indented, to keep the claim query readable)
+  finished := 0;
   -- Two index paths, so rows scheduled for later are never scanned: rows without not_before
   -- (the usual case; claiming clears it) in id order, and rows whose not_before has passed.
   -- Each locks at most max_rows; rows locked but not picked are released when this statement's
@@ -1867,13 +1880,16 @@ begin
         'request abandoned: its lease expired %s times (its drain died 3 times while sending it, '
         || 'e.g. the response was too large for the worker''s memory or the worker was stopped); it is not sent again',
         c.expired_leases + 1), 'internal');
+      finished := finished + 1;
     elsif max_bytes is not null and c.bytes > max_bytes then
       perform net._finish_poisoned(c.id, format(
         'request not sent: its body is %s bytes, more than this worker claims at once (%s bytes); '
         || 'lower pg_net.max_body_bytes or raise the worker''s claim limit', c.bytes, max_bytes), 'too_large');
+      finished := finished + 1;
     elsif not c.lease_expired and c.attempts >= c.max_attempts then
       perform net._finish_poisoned(c.id, format(
         'request not sent again: it already used its %s of %s attempts', c.attempts, c.max_attempts), 'other');
+      finished := finished + 1;
     elsif max_bytes is not null and total + c.bytes > max_bytes and cardinality(taken) > 0 then
       exit;  -- the rest waits for the next claim
     else
@@ -1883,6 +1899,8 @@ begin
         expired := expired || c.id;
       end if;
     end if;
+  end loop;
+  exit when cardinality(taken) > 0 or finished = 0;
   end loop;
   if cardinality(taken) = 0 then
     return;
@@ -2168,8 +2186,6 @@ grant execute on function
   net._worker_last_seen(),
   net._requeue(bigint, int, interval),
   net._sees_all(),
-  net._visible(regrole),
-  net._limit(text, bigint, bigint),
   net._limits(),
   net._limit_hint(text, bigint),
   -- The destination check runs in the insert trigger, as the caller.
@@ -2186,7 +2202,7 @@ to public;
 grant select on net.settings, net.failed_requests to public;
 
 -- Row-level security (v3, SPEC section 7). Every role may read both tables, as with pg_net, but
--- sees only the rows of roles it is a member of (net._visible); it may queue requests directly
+-- sees only the rows of roles it is a member of (or all: net._sees_all); it may queue requests directly
 -- (only the request's own columns: owner defaults to current_user, leases stay the worker's) and
 -- stamp retry_claim on its own responses (net.retry's proof of visibility).
 grant select on net.http_request_queue, net._http_response to public;
@@ -2201,9 +2217,10 @@ create policy own_requests on net.http_request_queue
 drop policy if exists own_responses on net._http_response;
 create policy own_responses on net._http_response
   using (coalesce(pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'), false) or (select net._sees_all()));
--- The worker (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
-alter table net.http_request_queue no force row level security;
-alter table net._http_response no force row level security;
+-- Enabled on every run (not only by migration 3), so a re-install restores it. The worker
+-- (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
+alter table net.http_request_queue enable row level security, no force row level security;
+alter table net._http_response enable row level security, no force row level security;
 
 -- Every queued row passes the call-time checks (net._check_queue_row), however it is inserted.
 drop trigger if exists http_request_queue_check on net.http_request_queue;

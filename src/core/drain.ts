@@ -167,10 +167,14 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** SQLSTATE classes where retrying the same data can't help (data exception, constraint, limits). */
+/**
+ * SQLSTATE classes where retrying the same data can't help (data exception, constraint, limits,
+ * and a row that makes a function raise (P0) or the server fail internally (XX, e.g. "invalid
+ * memory alloc request size")): the chunk is then recorded row by row, isolating the bad row.
+ */
 function isDataError(error: unknown): boolean {
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(code);
+  return typeof code === 'string' && /^(22|23|54|P0|XX)[0-9A-Z]{3}$/.test(code);
 }
 
 /** a > b for ids as decimal text without leading zeros (bigint ids can exceed 2^53). */

@@ -238,3 +238,17 @@ describe('net.retry bounds', () => {
     expect(s!.s).toBe('failed');
   });
 });
+
+describe('pg_net.max_attempts default', () => {
+  it("is the owner of net's setting for every role's requests, as before the API ran as the caller", async () => {
+    await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 3`);
+    try {
+      const [row] = await user<{ id: string }[]>`select net.http_get('https://e.com/attempts')::text as id`;
+      const [stored] = await sql<{ max_attempts: number }[]>`
+        select max_attempts from net.http_request_queue where id = ${row!.id}::bigint`;
+      expect(stored!.max_attempts).toBe(3);
+    } finally {
+      await sql.unsafe(`alter role postgres in database ${db.name} reset pg_net.max_attempts`);
+    }
+  });
+});

@@ -479,6 +479,7 @@ describe('net.http_collect_response', () => {
 
   it('async := false answers at once when no worker has checked in lately (instead of waiting ~65 s)', async () => {
     const [id] = await queue(1);
+    await sql`update net.http_request_queue set created = now() - interval '1 minute' where id = ${id!}`;
     const check = async () => {
       const [row] = await sql<{ status: string; message: string }[]>`
         select (r).status::text as status, (r).message from net.http_collect_response(${id!}, async := false) r`;
@@ -499,6 +500,20 @@ describe('net.http_collect_response', () => {
     await activeQuery('%http_collect_response%async := false%');
     await record('drain-a', [{ id, status_code: 200 }]);
     expect((await waiting)[0]!.status).toBe('SUCCESS');
+    // A request that just came due is given a few seconds for a drain woken at its commit to claim
+    // it, even on a fresh install where no worker has checked in yet.
+    const [fresh] = await queue(1);
+    const patient = sql<{ status: string }[]>`
+      select (r).status::text as status from net.http_collect_response(${fresh!}, async := false) r`.execute();
+    await activeQuery('%http_collect_response%async := false%');
+    await claim(sql, 'drain-b', 1);
+    await record('drain-b', [{ id: fresh, status_code: 200 }]);
+    expect((await patient)[0]!.status).toBe('SUCCESS');
+    // … and a request due later can't be sent by a worker that isn't there: at once.
+    const [later] = await sql<{ id: string }[]>`select net.http_request('GET', 'https://e.com/later', delay := '1 hour')::text as id`;
+    const [row] = await sql<{ status: string; message: string }[]>`
+      select (r).status::text as status, (r).message from net.http_collect_response(${later!.id}::bigint, async := false) r`;
+    expect(row!.message).toMatch(/^request is pending, and no pg-net-edge worker has checked in yet/);
   });
 
   it('async := false returns at once when already recorded or unknown', async () => {
