@@ -7,6 +7,12 @@
 
 export const FRESH_OK_MS = 15_000;
 export const FRESH_FAILED_MS = 5_000;
+/**
+ * A probe in flight longer than this is abandoned and a new one started: in Workers the probe's
+ * socket belongs to the request that started it, and if that request is cancelled the probe may
+ * never settle (it has its own shorter timeout otherwise).
+ */
+export const STUCK_PROBE_MS = 20_000;
 
 export type DatabaseState = 'ok' | 'unreachable' | 'not installed' | 'not configured';
 
@@ -30,6 +36,7 @@ export interface Snapshot extends Probe {
 export class HealthCache {
   private last: Snapshot | null = null;
   private pending: Promise<Snapshot> | null = null;
+  private pendingAt = 0;
 
   constructor(
     private readonly probe: () => Promise<Probe>,
@@ -44,8 +51,9 @@ export class HealthCache {
       const fresh = last.database === 'ok' ? FRESH_OK_MS : FRESH_FAILED_MS;
       if (age >= 0 && age < fresh) return Promise.resolve(last);
     }
-    if (this.pending === null) {
-      this.pending = this.probe()
+    if (this.pending === null || this.now() - this.pendingAt >= STUCK_PROBE_MS) {
+      this.pendingAt = this.now();
+      const pending: Promise<Snapshot> = this.probe()
         .catch((error: unknown): Probe => ({ database: 'unreachable', details: {}, error: String(error) }))
         .then((probe) => {
           const snapshot: Snapshot = { ...probe, checkedAt: this.now() };
@@ -53,8 +61,9 @@ export class HealthCache {
           return snapshot;
         })
         .finally(() => {
-          this.pending = null;
+          if (this.pending === pending) this.pending = null;
         });
+      this.pending = pending;
     }
     return this.pending;
   }

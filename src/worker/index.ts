@@ -7,7 +7,7 @@ import { loadSettings, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
-import { healthBody, healthCache, type Probe } from './health.ts';
+import { healthBody, healthCache, type Probe, type Snapshot } from './health.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
@@ -411,7 +411,10 @@ app.get('/health', async (c) => {
     // A fixed message with no secrets in it: says what to configure.
     return c.json({ ok: false, database: 'not configured', checked_at: new Date().toISOString(), error: NOT_CONFIGURED }, 503);
   }
-  const snapshot = await healthCache(url, () => probeDatabase(url, env)).get();
+  // Raced with a timer of this request's own: the shared probe may belong to another request.
+  const snapshot = await withTimeout(healthCache(url, () => probeDatabase(url, env)).get(), HEALTH_TIMEOUT_MS + 1000, 'the health probe').catch(
+    (): Snapshot => ({ database: 'unreachable', details: {}, error: 'the health probe did not finish', checkedAt: Date.now() }),
+  );
   return c.json(healthBody(snapshot, authorized), snapshot.database === 'ok' ? 200 : 503);
 });
 

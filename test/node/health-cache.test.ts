@@ -1,7 +1,7 @@
 // GET /health's cache (pure, injected clock): one probe in flight however many callers, fresh
 // for 15 s after a success and 5 s after a failure; the short body leaks nothing.
 import { describe, expect, it } from 'vitest';
-import { FRESH_FAILED_MS, FRESH_OK_MS, HealthCache, healthBody, type Probe } from '../../src/worker/health.ts';
+import { FRESH_FAILED_MS, FRESH_OK_MS, HealthCache, healthBody, STUCK_PROBE_MS, type Probe } from '../../src/worker/health.ts';
 
 function setup(results: Array<Probe | Error>) {
   let clock = 1_000_000;
@@ -70,6 +70,19 @@ describe('HealthCache', () => {
     await t.finish();
     expect(await second).toMatchObject(DOWN);
     expect(t.probes()).toBe(2);
+  });
+
+  it('a probe that never settles is abandoned after STUCK_PROBE_MS', async () => {
+    const t = setup([OK]);
+    void t.cache.get(); // never finished
+    t.advance(STUCK_PROBE_MS - 1);
+    void t.cache.get();
+    expect(t.probes()).toBe(1);
+    t.advance(1);
+    const next = t.cache.get();
+    expect(t.probes()).toBe(2);
+    await t.finish();
+    expect(await next).toMatchObject({ database: 'ok' });
   });
 
   it('the unauthenticated body is ok/database/checked_at only; the secret unlocks details and the error', () => {
