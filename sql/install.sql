@@ -2060,8 +2060,8 @@ as $$
     and (max_timeout_ms is null or q.timeout_milliseconds <= max_timeout_ms)
 $$;
 
--- {"ttl": "<interval>", "batch_size": <int>, "denied_destinations": <text|null>,
---  "allowed_destinations": <text|null>} for the calling role in this database.
+-- {"ttl": "<interval>", "batch_size": <int>} for the calling role in this database, plus
+-- "denied_destinations" / "allowed_destinations" (text) when set.
 create or replace function net._config()
 returns jsonb
 language sql
@@ -2070,10 +2070,11 @@ set search_path = pg_catalog, pg_temp
 as $$
   select jsonb_build_object(
     'ttl',        max(s.setting) filter (where s.name = 'pg_net.ttl'),
-    'batch_size', (max(s.setting) filter (where s.name = 'pg_net.batch_size'))::int,
-    -- The owner of net's catalog settings only (see net._destination_setting).
-    'denied_destinations',  net._destination_setting('pg_net.denied_destinations'),
-    'allowed_destinations', net._destination_setting('pg_net.allowed_destinations'))
+    'batch_size', (max(s.setting) filter (where s.name = 'pg_net.batch_size'))::int)
+    -- Only when set: the owner of net's catalog settings (see net._destination_setting).
+    || jsonb_strip_nulls(jsonb_build_object(
+         'denied_destinations',  net._destination_setting('pg_net.denied_destinations'),
+         'allowed_destinations', net._destination_setting('pg_net.allowed_destinations')))
   from net._settings(current_user) s
 $$;
 

@@ -28,9 +28,9 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const CREDENTIALS = ['authorization', 'cookie', 'proxy-authorization'];
 const BODY_HEADERS = ['content-type', 'content-length', 'content-encoding', 'content-language', 'content-location'];
 
-async function refusal(url: string, policy: SendPolicy): Promise<string | null> {
-  const refused = refuseUrl(url, policy.destinations);
-  if (refused !== null || !policy.resolveHost) return refused;
+/** The Node check of the addresses url's host name resolves to (policy.resolveHost set). */
+async function resolvedRefusal(url: string, policy: SendPolicy): Promise<string | null> {
+  if (!policy.resolveHost) return null;
   let host: string;
   try {
     host = new URL(url).hostname;
@@ -64,7 +64,9 @@ export async function sendChecked(
   let current = url;
   let request: RequestInit = { ...init, redirect: 'manual' };
   for (let hop = 0; ; hop++) {
-    const refused = await refusal(current, policy);
+    // Synchronous up to fetchFn unless names are resolved (Node): the drain counts a fetch slot
+    // as taken when fetchFn is called, and starts requests in a loop that must see it at once.
+    const refused = refuseUrl(current, policy.destinations) ?? (policy.resolveHost ? await resolvedRefusal(current, policy) : null);
     if (refused !== null) return new Refused(refused, 'refused_destination');
     const response = await fetchFn(current, request);
     const location = response.headers.get('location');

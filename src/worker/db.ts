@@ -4,14 +4,14 @@ import postgres from 'postgres';
 import { guardResults } from '../core/result-guard.ts';
 import { openSocket } from './socket.ts';
 
-export function connectDatabase(url: string): postgres.Sql {
+export function connectDatabase(url: string, applicationName = 'pg-net-edge worker'): postgres.Sql {
   const options = {
     max: 2,
     fetch_types: false,
     connect_timeout: 10,
     onnotice: () => {},
     // Lets a DBA tell the worker's sessions apart (a URL ?application_name= still wins).
-    connection: { application_name: 'pg-net-edge worker' },
+    connection: { application_name: applicationName },
     // postgres.js supports a socket factory but does not declare it in its types.
     socket: openSocket,
   };

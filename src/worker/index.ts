@@ -1,5 +1,6 @@
 // The Cloudflare Worker: crons drain the queue and sweep old responses; POST /nudge drains at
-// once (the relay calls it on NOTIFY); GET /health reports database and queue state.
+// once (the relay calls it on NOTIFY); GET /health reports database and queue state (cached;
+// details only with the secret: health.ts).
 import { Hono } from 'hono';
 import { Drain, writeHeartbeat } from '../core/drain.ts';
 import { loadSettings, type Settings } from '../core/settings.ts';
@@ -7,6 +8,7 @@ import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
 import { canConnect } from './probe.ts';
+import { healthBody, healthCache, type Probe, type Snapshot } from './health.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
@@ -368,24 +370,6 @@ function startOrPoke(env: Env, ctx: ExecutionContext): boolean {
   return false;
 }
 
-type HealthFields = {
-  queue_depth: number | null;
-  in_flight: number | null;
-  oldest_queued_age_ms: number | null;
-  last_seen: string | null;
-  last_drain: unknown;
-  schema_version: number | null;
-};
-
-const NO_HEALTH: HealthFields = {
-  queue_depth: null,
-  in_flight: null,
-  oldest_queued_age_ms: null,
-  last_seen: null,
-  last_drain: null,
-  schema_version: null,
-};
-
 function isSqlState(error: unknown, classPrefix: string): boolean {
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && code.startsWith(classPrefix);
@@ -401,45 +385,45 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 const app = new Hono<{ Bindings: Env }>();
 
-app.get('/health', async (c) => {
-  const env = c.env;
-  const url = databaseUrl(env);
-  if (!url) return c.json({ ok: false, database: 'not configured', error: NOT_CONFIGURED, ...NO_HEALTH }, 503);
+/** True if the request carries `Authorization: Bearer <NUDGE_SECRET>` (never without a secret set). */
+function hasSecret(header: string | undefined, env: Env): boolean {
+  if (!env.NUDGE_SECRET) return false;
+  const value = header ?? '';
+  const token = value.startsWith('Bearer ') ? value.slice('Bearer '.length) : '';
+  // Compare even when the header is malformed, so the timing says nothing about which check failed.
+  return safeEqual(token, env.NUDGE_SECRET) && token !== '';
+}
+
+/** One look at the database for GET /health (cached and shared: see health.ts). */
+async function probeDatabase(url: string, env: Env): Promise<Probe> {
   try {
-    const sql = connect(url);
-    const rows = await withTimeout(
-      sql<{ health: Partial<HealthFields> | null }[]>`select net._health() as health`,
-      HEALTH_TIMEOUT_MS,
-      'the database',
-    );
-    const h = rows[0]?.health ?? {};
-    return c.json(
-      {
-        ok: true,
-        database: 'ok',
-        queue_depth: h.queue_depth ?? null,
-        in_flight: h.in_flight ?? null,
-        oldest_queued_age_ms: h.oldest_queued_age_ms ?? null,
-        last_seen: h.last_seen ?? null,
-        last_drain: h.last_drain ?? null,
-        schema_version: h.schema_version ?? null,
-      },
-      200,
-    );
+    // Its own application_name, so a DBA (and the flood test) can tell these sessions apart.
+    const sql = connect(url, 'pg-net-edge health');
+    const rows = await withTimeout(sql<{ health: Record<string, unknown> | null }[]>`select net._health() as health`, HEALTH_TIMEOUT_MS, 'the database');
+    return { database: 'ok', details: rows[0]?.health ?? {} };
   } catch (error) {
     // Reachable but the schema is missing (undefined function/schema, class 42): say so.
     const notInstalled = isSqlState(error, '42');
     const detail = redact(messageOf(error), env);
-    return c.json(
-      {
-        ok: false,
-        database: notInstalled ? 'ok' : 'unreachable',
-        error: notInstalled ? `pg-net-edge is not installed in this database (${detail})` : detail,
-        ...NO_HEALTH,
-      },
-      503,
-    );
+    return notInstalled
+      ? { database: 'not installed', details: {}, error: `pg-net-edge is not installed in this database (${detail})` }
+      : { database: 'unreachable', details: {}, error: detail };
   }
+}
+
+app.get('/health', async (c) => {
+  const env = c.env;
+  const authorized = hasSecret(c.req.header('Authorization'), env);
+  const url = databaseUrl(env);
+  if (!url) {
+    // A fixed message with no secrets in it: says what to configure.
+    return c.json({ ok: false, database: 'not configured', checked_at: new Date().toISOString(), error: NOT_CONFIGURED }, 503);
+  }
+  // Raced with a timer of this request's own: the shared probe may belong to another request.
+  const snapshot = await withTimeout(healthCache(url, () => probeDatabase(url, env)).get(), HEALTH_TIMEOUT_MS + 1000, 'the health probe').catch(
+    (): Snapshot => ({ database: 'unreachable', details: {}, error: 'the health probe did not finish', checkedAt: Date.now() }),
+  );
+  return c.json(healthBody(snapshot, authorized), snapshot.database === 'ok' ? 200 : 503);
 });
 
 app.post('/nudge', (c) => {
@@ -450,11 +434,7 @@ app.post('/nudge', (c) => {
       503,
     );
   }
-  const header = c.req.header('Authorization') ?? '';
-  const token = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-  // Compare even when the header is malformed, so the timing says nothing about which check failed.
-  const authorized = safeEqual(token, env.NUDGE_SECRET) && token !== '';
-  if (!authorized) return c.json({ error: 'unauthorized' }, 401);
+  if (!hasSecret(c.req.header('Authorization'), env)) return c.json({ error: 'unauthorized' }, 401);
   if (!databaseUrl(env)) return c.json({ error: NOT_CONFIGURED }, 503);
   const coalesced = startOrPoke(env, c.executionCtx);
   return c.json({ accepted: true, coalesced }, 202);

@@ -347,7 +347,7 @@ describe('net._config and net.settings', () => {
     );
 
   it('defaults: 6 hours and 200', async () => {
-    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200, denied_destinations: null, allowed_destinations: null });
+    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200 });
     expect(await view()).toEqual({
       'pg_net.ttl': ['6 hours', 'default'],
       'pg_net.batch_size': ['200', 'default'],
@@ -357,29 +357,29 @@ describe('net._config and net.settings', () => {
 
   it('an existing session sees ALTER DATABASE / ALTER ROLE … SET at once, most specific first', async () => {
     const existing = session();
-    expect(await config(existing)).toEqual({ ttl: '6 hours', batch_size: 200, denied_destinations: null, allowed_destinations: null });
+    expect(await config(existing)).toEqual({ ttl: '6 hours', batch_size: 200 });
     await sql.unsafe(`alter database ${db.name} set pg_net.ttl to '12 hours'`);
     await sql.unsafe(`alter database ${db.name} set pg_net.batch_size to 300`);
-    expect(await config(existing)).toEqual({ ttl: '12 hours', batch_size: 300, denied_destinations: null, allowed_destinations: null });
+    expect(await config(existing)).toEqual({ ttl: '12 hours', batch_size: 300 });
     expect(await view()).toEqual({
       'pg_net.ttl': ['12 hours', `ALTER DATABASE ${db.name}`],
       'pg_net.batch_size': ['300', `ALTER DATABASE ${db.name}`],
       'pg_net.max_attempts': ['1', 'default'],
     });
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.ttl to '24 hours'`);
-    expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300, denied_destinations: null, allowed_destinations: null });
+    expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300 });
     expect((await view())['pg_net.ttl']).toEqual(['24 hours', `ALTER ROLE postgres IN DATABASE ${db.name}`]);
     // The catalog beats the session's own (login-time) value.
-    expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300, denied_destinations: null, allowed_destinations: null });
+    expect(await config(existing)).toEqual({ ttl: '24 hours', batch_size: 300 });
   });
 
   it('ALTER ROLE … SET (role only) applies to that role and beats the database setting', async () => {
     await sql.unsafe(`alter database ${db.name} set pg_net.ttl to '12 hours'`);
     await sql.unsafe(`alter role ${role} set pg_net.ttl to '24 hours'`);
     await sql.unsafe(`alter role ${role} set pg_net.batch_size to 500`);
-    expect(await asRole((tx) => config(tx))).toEqual({ ttl: '24 hours', batch_size: 500, denied_destinations: null, allowed_destinations: null });
+    expect(await asRole((tx) => config(tx))).toEqual({ ttl: '24 hours', batch_size: 500 });
     // postgres (the owner, i.e. the worker) is unaffected by another role's settings.
-    expect(await config()).toEqual({ ttl: '12 hours', batch_size: 200, denied_destinations: null, allowed_destinations: null });
+    expect(await config()).toEqual({ ttl: '12 hours', batch_size: 200 });
     // net.worker_restart() is the pg_net way to apply them: it must keep working.
     const [row] = await sql<{ ok: boolean }[]>`select net.worker_restart() as ok`;
     expect(row!.ok).toBe(true);
@@ -391,7 +391,7 @@ describe('net._config and net.settings', () => {
       await tx.unsafe(`set local pg_net.batch_size = '42'`);
       return config(tx);
     });
-    expect(got).toEqual({ ttl: '3 hours', batch_size: 42, denied_destinations: null, allowed_destinations: null });
+    expect(got).toEqual({ ttl: '3 hours', batch_size: 42 });
   });
 
   it('a role whose name needs quoting is found (mixed case, a space)', async () => {
@@ -411,7 +411,7 @@ describe('net._config and net.settings', () => {
 
   it('a number with a plus sign or surrounding spaces is a valid setting', async () => {
     await sql.unsafe(`alter database ${db.name} set pg_net.batch_size to ' +42 '`);
-    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 42, denied_destinations: null, allowed_destinations: null });
+    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 42 });
   });
 
   it.each([
@@ -424,7 +424,7 @@ describe('net._config and net.settings', () => {
     ['pg_net.batch_size', `'99999999999'`],
   ])('invalid %s = %s falls back to the default', async (name, value) => {
     await sql.unsafe(`alter database ${db.name} set ${name} to ${value}`);
-    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200, denied_destinations: null, allowed_destinations: null });
+    expect(await config()).toEqual({ ttl: '6 hours', batch_size: 200 });
     const [setting, source] = (await view())[name]!;
     expect(setting).toBe(name === 'pg_net.ttl' ? '6 hours' : '200');
     expect(source).toMatch(new RegExp(`^default \\(invalid value '.*' from ALTER DATABASE ${db.name} ignored\\)$`));

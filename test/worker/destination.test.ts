@@ -106,6 +106,16 @@ describe('the database setting, at call time and in the drain', () => {
     expect(row!.n).toBe(0);
   });
 
+  it("a session's SET can't loosen the policy (only the owner's catalog settings count)", async () => {
+    const error = await db.sql
+      .begin(async (tx) => {
+        await tx`set local pg_net.denied_destinations = ''`;
+        return tx`select net.http_get(${`http://127.0.0.1:${port}/hits/x`})`;
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: '42501' });
+  });
+
   it('a row queued before the setting (or by hand) ends with an error row in the drain, never sent', async () => {
     const prefix = uniquePrefix('drainrefused');
     // Queued "before the setting": the call-time trigger would refuse it now, so insert it with

@@ -28,9 +28,10 @@ function nudge(authorization: string | null, e: Env = workerEnv) {
   return { ctx, response: Promise.resolve(response) };
 }
 
-async function health(e: Env) {
+async function health(e: Env, authorization: string | null = null) {
   const ctx = createExecutionContext();
-  const response = await worker.fetch(new Request('http://worker/health'), e, ctx);
+  const headers: Record<string, string> = authorization === null ? {} : { Authorization: authorization };
+  const response = await worker.fetch(new Request('http://worker/health', { headers }), e, ctx);
   await waitOnExecutionContext(ctx);
   return { status: response.status, text: await response.text() };
 }
@@ -284,28 +285,40 @@ describe('POST /nudge', () => {
 });
 
 describe('GET /health', () => {
-  it('ok: database reachable, queue depth and last drain reported', async () => {
+  it('ok: the short form for anyone; queue depth and last drain with the secret', async () => {
     await db.sql`select net.http_get(${`${target}/echo/h1`}), net.http_get(${`${target}/echo/h2`})`;
-    const { status, text } = await health(workerEnv);
+    const open = await health(workerEnv);
+    expect(open.status).toBe(200);
+    const openBody = JSON.parse(open.text) as Record<string, unknown>;
+    expect(Object.keys(openBody).sort()).toEqual(['checked_at', 'database', 'ok']);
+    expect(openBody).toMatchObject({ ok: true, database: 'ok' });
+    const { status, text } = await health(workerEnv, `Bearer ${SECRET}`);
     expect(status).toBe(200);
     const body = JSON.parse(text) as Record<string, unknown>;
-    expect(body).toMatchObject({ ok: true, database: 'ok', queue_depth: 2, in_flight: 0 });
+    // The same cached probe: taken before, or at, the first request above.
+    expect(body).toMatchObject({ ok: true, database: 'ok', checked_at: openBody.checked_at, queue_depth: 2, in_flight: 0 });
     expect(typeof body.oldest_queued_age_ms).toBe('number');
     expect(typeof body.schema_version).toBe('number');
     expect(body.last_drain).toMatchObject({ stopped: 'empty' });
     expect(body.last_seen).toBeTruthy();
     expect(text).not.toContain(SECRET);
+    // A wrong secret gets the short form.
+    expect(Object.keys(JSON.parse((await health(workerEnv, 'Bearer wrong')).text) as object)).toHaveLength(3);
     await db.sql`delete from net.http_request_queue`;
   });
 
-  it('unreachable database: 503, and neither the password nor the secret appears', async () => {
+  it('unreachable database: 503; no error text without the secret, and neither password nor secret with it', async () => {
     const password = 'hunter2-very-secret';
     for (const url of [
       `postgres://postgres:${password}@127.0.0.1:${inject('closedPort')}/postgres`,
       // Reachable server, missing database: the server's own error message comes back.
       withDatabase(db.url.replace('postgres@', `postgres:${password}@`), 'pne_no_such_database'),
     ]) {
-      const { status, text } = await health({ ...workerEnv, DATABASE_URL: url });
+      const open = await health({ ...workerEnv, DATABASE_URL: url });
+      expect(open.status).toBe(503);
+      expect(JSON.parse(open.text)).toEqual({ ok: false, database: 'unreachable', checked_at: expect.any(String) as unknown });
+      expect(open.text).not.toMatch(/postgres|pne_no_such|refused|database ".*"/);
+      const { status, text } = await health({ ...workerEnv, DATABASE_URL: url }, `Bearer ${SECRET}`);
       expect(status).toBe(503);
       const body = JSON.parse(text) as Record<string, unknown>;
       expect(body).toMatchObject({ ok: false, database: 'unreachable', queue_depth: null });
@@ -320,6 +333,33 @@ describe('GET /health', () => {
     expect(status).toBe(503);
     expect(JSON.parse(text)).toMatchObject({ ok: false, database: 'not configured' });
     expect(text).toMatch(/DATABASE_URL/);
+  });
+
+  it('1,000 requests, 100 at a time, open at most 2 connections, and a nudge drain works meanwhile', async () => {
+    // A database of its own: its health cache starts cold.
+    const flood = await freshDatabase();
+    const e = { ...workerEnv, DATABASE_URL: flood.url };
+    const prefix = uniquePrefix('flood');
+    await flood.sql`select net.http_get(${`${target}${prefix}/1`})`;
+    const nudged = nudge(`Bearer ${SECRET}`, e);
+    expect((await nudged.response).status).toBe(202);
+    let peak = 0;
+    for (let batch = 0; batch < 10; batch++) {
+      const answers = await Promise.all(Array.from({ length: 100 }, () => health(e)));
+      for (const a of answers) {
+        expect(a.status).toBe(200);
+        expect(Object.keys(JSON.parse(a.text) as object)).toHaveLength(3);
+      }
+      const [row] = await flood.sql<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and application_name = 'pg-net-edge health'`;
+      peak = Math.max(peak, row!.n);
+    }
+    expect(peak).toBeGreaterThanOrEqual(1);
+    expect(peak).toBeLessThanOrEqual(2);
+    await waitOnExecutionContext(nudged.ctx);
+    expect(await hits(prefix)).toEqual({ [`${prefix}/1`]: 1 });
+    expect((await counts(flood.sql)).queued).toBe(0);
   });
 });
 
