@@ -1531,7 +1531,8 @@ grant execute on function
   -- net.settings calls it as the querying role; it only reads pg_db_role_setting (public anyway).
   net._settings(name),
   net._positive_interval(text),
-  -- pg_net's URL helpers: pure functions, callable as in pg_net.
+  -- pg_net's URL helpers: pure functions, callable as in pg_net (the first one calls _urlencode).
+  net._urlencode(text),
   net._urlencode_string(varchar),
   net._encode_url_with_params_array(text, text[])
 to public;
