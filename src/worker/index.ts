@@ -2,7 +2,7 @@
 // once (the relay calls it on NOTIFY); GET /health reports database and queue state.
 import { Hono } from 'hono';
 import { Drain, writeHeartbeat } from '../core/drain.ts';
-import { loadSettings, type Settings } from '../core/settings.ts';
+import { loadSettings, overridesOf, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
@@ -328,6 +328,8 @@ async function runDrain(
       ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
     });
     const total = withHelpers(stats, await helpers.settled());
+    const overrides = overridesOf(settings, env);
+    if (Object.keys(overrides).length > 0) total.overrides = overrides;
     if (helper === null && total.stopped !== 'database') await writeHeartbeat(sql, total);
     return total;
   } catch (error) {

@@ -341,6 +341,19 @@ describe('scheduled', () => {
     expect(status!.last_drain).toMatchObject({ claimed: 15, recorded: 15, owner: line!.owner });
   });
 
+  it('net.settings names a Worker variable that overrides the database setting (TTL)', async () => {
+    const settings = () => db.sql<{ name: string; setting: string; source: string }[]>`select * from net.settings where name = 'pg_net.ttl'`;
+    const ctx = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), { ...workerEnv, TTL: '2 hours' }, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(await settings()).toEqual([{ name: 'pg_net.ttl', setting: '2 hours', source: 'worker variable TTL (overrides default)' }]);
+    // The next drain without the variable: the database's value again.
+    const again = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), workerEnv, again);
+    await waitOnExecutionContext(again);
+    expect(await settings()).toEqual([{ name: 'pg_net.ttl', setting: '6 hours', source: 'default' }]);
+  });
+
   it('"*/5 * * * *" (the old sweep cron, still a sweep) deletes only responses older than the TTL (ALTER ROLE … IN DATABASE … SET pg_net.ttl)', async () => {
     await db.sql`delete from net._http_response`;
     await db.sql`
