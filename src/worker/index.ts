@@ -6,7 +6,7 @@ import { loadSettings, overridesOf, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
-import { canConnect } from './probe.ts';
+import { probeWithBudget } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
@@ -256,7 +256,13 @@ function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainSta
   return total;
 }
 
+/** TCP probes one drain may make to classify vague failures (see probe.ts): a tenth of its requests, at most 20. */
+function probeBudget(maxRequests: number): number {
+  return Math.min(20, Math.floor(maxRequests / 10));
+}
+
 function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number, maxRequests: number): DrainOptions {
+  const probes = probeBudget(maxRequests);
   return {
     concurrency: settings.concurrency,
     fetchSlots: settings.fetchSlots,
@@ -267,9 +273,10 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
     flushMs: settings.flushMs,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
-    maxRequests,
+    // A probe is a subrequest too: the drain sends that many fewer requests.
+    maxRequests: Math.max(1, maxRequests - probes),
     // workerd's fetch errors are vague; a TCP probe after a failure tells their kinds apart.
-    canConnect,
+    canConnect: probeWithBudget(probes),
   };
 }
 
