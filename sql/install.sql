@@ -1784,10 +1784,20 @@ $$;
 
 -- Effective settings as the worker (the owner of schema net) sees them. pg_settings cannot list
 -- placeholder variables such as pg_net.ttl on PostgreSQL 15+, so look here instead.
+-- A Worker variable (TTL, BATCH_SIZE) beats the database's value: the Worker's last check-in
+-- says which it overrode (last_drain.overrides), and the view shows that value and why.
 create or replace view net.settings as
-  select s.name, s.setting, s.source
+  select s.name,
+         coalesce(o.value, s.setting) as setting,
+         case when o.value is null then s.source
+              else format('worker variable %s (overrides %s)', o.variable, s.source) end as source
   from pg_catalog.pg_namespace n
   cross join lateral net._settings(pg_catalog.pg_get_userbyid(n.nspowner)) s
+  left join lateral (
+    select w.last_drain -> 'overrides' -> s.name ->> 'variable' as variable,
+           w.last_drain -> 'overrides' -> s.name ->> 'value' as value
+    from net._worker_status w where w.id = 1
+  ) o on true
   where n.nspname = 'net';
 comment on view net.settings is 'pg_net.ttl, pg_net.batch_size and pg_net.max_attempts as pg-net-edge sees them';
 

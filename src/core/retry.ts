@@ -2,7 +2,7 @@
 // wait before it (exponential backoff with jitter, never sooner than the server's Retry-After,
 // capped). Whether the request has attempts left is decided by net._record (it knows the row's
 // max_attempts), which also caps the delay by the request's own retry_max_delay_ms.
-import { isRetryableKind } from './failures.ts';
+import { isRetryableKind, kindOfMessage } from './failures.ts';
 import type { Outcome } from './types.ts';
 
 export interface RetryPolicy {
@@ -25,8 +25,8 @@ export function isRetryable(outcome: Pick<Outcome, 'status_code' | 'timed_out' |
   if (outcome.timed_out) return true;
   const message = outcome.error_msg;
   if (message === null) return false;
-  if (outcome.error_kind) return isRetryableKind(outcome.error_kind);
-  return !/^(invalid request:|internal error|too many redirects|TLS failure|could not store|Number of redirects|SSL connect error)/.test(message);
+  // An outcome without a kind (made by hand, or by an older drain) is judged by its wording.
+  return isRetryableKind(outcome.error_kind ?? kindOfMessage(message));
 }
 
 /**

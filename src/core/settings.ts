@@ -154,6 +154,14 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
   };
 }
 
+/** The pg_net.* settings the Worker's variables override, for the heartbeat (see net.settings). */
+export function overridesOf(settings: Settings, vars: SettingVars): Record<string, { variable: string; value: string }> {
+  const out: Record<string, { variable: string; value: string }> = {};
+  if (given(vars.TTL)) out['pg_net.ttl'] = { variable: 'TTL', value: settings.ttl };
+  if (given(vars.BATCH_SIZE)) out['pg_net.batch_size'] = { variable: 'BATCH_SIZE', value: String(settings.batchSize) };
+  return out;
+}
+
 /** Reads net._config() (re-read every drain, so ALTER ROLE … SET + net.worker_restart() apply) and overlays vars. */
 export async function loadSettings(sql: postgres.Sql, vars: SettingVars): Promise<Settings> {
   const rows = await sql<{ config: DatabaseConfig | null }[]>`select net._config() as config`;

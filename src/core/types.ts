@@ -110,4 +110,9 @@ export interface DrainStats {
   header_wait_ms?: number;
   /** A Worker trigger's drain: its helper drains (other invocations) and their totals, added in. */
   helpers?: number;
+  /**
+   * pg_net.* settings a Worker variable overrode for this drain (name → variable and value), so
+   * net.settings can say the database's value is not the one in use.
+   */
+  overrides?: Record<string, { variable: string; value: string }>;
 }

@@ -3,12 +3,12 @@
 // details only with the secret: health.ts).
 import { Hono } from 'hono';
 import { Drain, writeHeartbeat } from '../core/drain.ts';
-import { loadSettings, type Settings } from '../core/settings.ts';
+import { loadSettings, overridesOf, type Settings } from '../core/settings.ts';
 import { sweep } from '../core/sweep.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { connectDatabase as connect } from './db.ts';
-import { canConnect } from './probe.ts';
 import { healthBody, healthCache, type Probe, type Snapshot } from './health.ts';
+import { probeWithBudget } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
@@ -258,7 +258,13 @@ function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainSta
   return total;
 }
 
+/** TCP probes one drain may make to classify vague failures (see probe.ts): a tenth of its requests, at most 20. */
+function probeBudget(maxRequests: number): number {
+  return Math.min(20, Math.floor(maxRequests / 10));
+}
+
 function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number, maxRequests: number): DrainOptions {
+  const probes = probeBudget(maxRequests);
   return {
     concurrency: settings.concurrency,
     fetchSlots: settings.fetchSlots,
@@ -270,9 +276,10 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
     maxResponseBytes: settings.maxResponseBytes,
     userAgent: settings.userAgent,
     destinations: settings.destinations,
-    maxRequests,
+    // A probe is a subrequest too: the drain sends that many fewer requests.
+    maxRequests: Math.max(1, maxRequests - probes),
     // workerd's fetch errors are vague; a TCP probe after a failure tells their kinds apart.
-    canConnect,
+    canConnect: probeWithBudget(probes),
   };
 }
 
@@ -331,6 +338,8 @@ async function runDrain(
       ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
     });
     const total = withHelpers(stats, await helpers.settled());
+    const overrides = overridesOf(settings, env);
+    if (Object.keys(overrides).length > 0) total.overrides = overrides;
     if (helper === null && total.stopped !== 'database') await writeHeartbeat(sql, total);
     return total;
   } catch (error) {

@@ -22,3 +22,27 @@ export async function canConnect(hostname: string, port: number): Promise<boolea
     socket?.closed.catch(() => {});
   }
 }
+
+/** How long one probe's answer stands for the same host and port within a drain. */
+const PROBE_CACHE_MS = 5000;
+
+/**
+ * canConnect for one drain: at most `budget` probes (a socket counts against the invocation's
+ * subrequests, like a fetch, so the drain sends that many fewer requests), and one answer per
+ * host and port for PROBE_CACHE_MS (a dead target failing a whole batch costs one probe). Past
+ * the budget the vague failure stays as workerd reported it.
+ */
+export function probeWithBudget(budget: number, now: () => number = Date.now): (hostname: string, port: number) => Promise<boolean> {
+  let left = budget;
+  const answers = new Map<string, { at: number; answer: Promise<boolean> }>();
+  return (hostname, port) => {
+    const key = `${hostname}:${port}`;
+    const known = answers.get(key);
+    if (known && now() - known.at < PROBE_CACHE_MS) return known.answer;
+    if (left <= 0) return Promise.reject(new Error('probe budget spent'));
+    left--;
+    const answer = canConnect(hostname, port);
+    answers.set(key, { at: now(), answer });
+    return answer;
+  };
+}

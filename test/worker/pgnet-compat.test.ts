@@ -3,7 +3,7 @@
 // TCP probe, checked for pg_net's observable results in net._http_response.
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { drain } from '../../src/core/drain.ts';
-import { canConnect } from '../../src/worker/probe.ts';
+import { canConnect, probeWithBudget } from '../../src/worker/probe.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { options, target } from './helpers.ts';
 
@@ -93,5 +93,22 @@ describe('lenient like curl, where workerd allows', () => {
     expect(r.status_code).toBeNull();
     expect(r.error_kind).toBe('malformed');
     expect(r.error_msg?.startsWith('Weird server reply: ')).toBe(true);
+  });
+});
+
+describe('the TCP probe', () => {
+  it('tells a listening port from a closed one', async () => {
+    const port = Number(new URL(target).port);
+    expect(await canConnect('127.0.0.1', port)).toBe(true);
+    expect(await canConnect('127.0.0.1', closedPort)).toBe(false);
+  });
+
+  it('a drain probes at most its budget, once per host and port', async () => {
+    const probe = probeWithBudget(1);
+    expect(await probe('127.0.0.1', closedPort)).toBe(false);
+    // The same endpoint again: the answer stands, no probe spent.
+    expect(await probe('127.0.0.1', closedPort)).toBe(false);
+    // Another endpoint: the budget is spent, so the failure stays as workerd reported it.
+    await expect(probe('127.0.0.1', Number(new URL(target).port))).rejects.toThrow(/budget/);
   });
 });

@@ -381,7 +381,20 @@ describe('scheduled', () => {
     expect(status!.last_drain).toMatchObject({ claimed: 15, recorded: 15, owner: line!.owner });
   });
 
-  it('"*/5 * * * *" deletes only responses older than the TTL (ALTER ROLE … IN DATABASE … SET pg_net.ttl)', async () => {
+  it('net.settings names a Worker variable that overrides the database setting (TTL)', async () => {
+    const settings = () => db.sql<{ name: string; setting: string; source: string }[]>`select * from net.settings where name = 'pg_net.ttl'`;
+    const ctx = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), { ...workerEnv, TTL: '2 hours' }, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(await settings()).toEqual([{ name: 'pg_net.ttl', setting: '2 hours', source: 'worker variable TTL (overrides default)' }]);
+    // The next drain without the variable: the database's value again.
+    const again = createExecutionContext();
+    worker.scheduled(createScheduledController({ cron: '* * * * *', scheduledTime: Date.now() }), workerEnv, again);
+    await waitOnExecutionContext(again);
+    expect(await settings()).toEqual([{ name: 'pg_net.ttl', setting: '6 hours', source: 'default' }]);
+  });
+
+  it('"*/5 * * * *" (the old sweep cron, still a sweep) deletes only responses older than the TTL (ALTER ROLE … IN DATABASE … SET pg_net.ttl)', async () => {
     await db.sql`delete from net._http_response`;
     await db.sql`
       insert into net._http_response (id, status_code, created)
@@ -398,6 +411,27 @@ describe('scheduled', () => {
     // The sweep never drains.
     expect(logs.filter((l) => l.event === 'drain')).toEqual([]);
     await db.sql.unsafe(`alter role current_user in database ${db.name} reset pg_net.ttl`);
+  });
+
+  it('"*/1 * * * *" (the every-minute sweep) honours pg_net.ttl = \'1 second\' as pg_net does, and never drains', async () => {
+    await db.sql`delete from net._http_response`;
+    await db.sql`
+      insert into net._http_response (id, status_code, created)
+      values (3000001, 200, now() - interval '5 seconds'), (3000002, 200, now() + interval '1 hour')`;
+    // pg_net's documented form (ALTER ROLE … SET pg_net.ttl), for the worker's role in this database.
+    await db.sql.unsafe(`alter role current_user in database ${db.name} set pg_net.ttl = '1 second'`);
+    try {
+      const logs = captureLogs();
+      const ctx = createExecutionContext();
+      worker.scheduled(createScheduledController({ cron: '*/1 * * * *', scheduledTime: Date.now() }), workerEnv, ctx);
+      await waitOnExecutionContext(ctx);
+      const left = await db.sql<{ id: string }[]>`select id::text as id from net._http_response`;
+      expect(left.map((r) => r.id)).toEqual(['3000002']);
+      expect(logs.find((l) => l.event === 'sweep')).toMatchObject({ ttl: '1 second', deleted: 1 });
+      expect(logs.filter((l) => l.event === 'drain')).toEqual([]);
+    } finally {
+      await db.sql.unsafe(`alter role current_user in database ${db.name} reset pg_net.ttl`);
+    }
   });
 
   it('the default TTL (6 hours) keeps a 3-hour-old response', async () => {
