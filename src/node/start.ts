@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { freePort, startEmbedded, type EmbeddedDatabase } from './embedded.ts';
+import { hyperdriveLocalUrl } from './hyperdrive-local.ts';
 import { install } from './install.ts';
 import { redactUrl, startRelay, type Relay } from './relay.ts';
 
@@ -187,6 +188,8 @@ export async function start(options: StartOptions = {}): Promise<number> {
           // Not the Worker's DATABASE_URL (that comes from the env file), and no network lookups.
           DATABASE_URL: undefined,
           NUDGE_SECRET: undefined,
+          // If wrangler.toml binds [[hyperdrive]] (deploy step 2), it connects here locally.
+          CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE: hyperdriveLocalUrl(databaseUrl),
           WRANGLER_SEND_METRICS: 'false',
           CLOUDFLARE_CF_FETCH_ENABLED: 'false',
           FORCE_COLOR: '0',
