@@ -122,6 +122,18 @@ describe('the Listener Durable Object', () => {
     expect(row?.queued).toBe(0);
   });
 
+  it('keeps waking drains after the call that started it has returned (no request open in the object)', async () => {
+    const prefix = uniquePrefix('listener-idle');
+    const status = await withListener(async (listener) => listener.ping());
+    expect(status).toMatchObject({ listening: true });
+    // Committed from outside the object, with nothing running in it: only the session's
+    // notification can start these drains (no cron here).
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) latencies.push(await commitAndWait({ sql: db.sql, admin: db.sql }, `${prefix}/${i}`));
+    console.log(`listener (idle object): commit → arrival p50 ${median(latencies)} ms`);
+    expect(await arrivals(prefix)).toHaveLength(5);
+  });
+
   it('a dropped session (pg_terminate_backend) is re-established, by its retry and by the alarm', async () => {
     const prefix = uniquePrefix('listener-drop');
     const result = await withListener(async (listener, clients) => {
