@@ -3,9 +3,15 @@
 // The root global setup runs once for both (projects don't `extends: true`, which would run it
 // once per project): a real PostgreSQL and a real loopback HTTP target, shared via inject().
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
+import { ROOT, withoutHyperdrive, writeWranglerCopy } from './test/support/wrangler-config.ts';
 
 const timeouts = { testTimeout: 60_000, hookTimeout: 120_000 };
+
+// The worker tests run against wrangler.toml without a [[hyperdrive]] block, so uncommenting it
+// (deploy step 2) never breaks them: each test file passes its own database as DATABASE_URL.
+const workerConfig = writeWranglerCopy(join(ROOT, '.wrangler', 'test', 'wrangler.toml'), withoutHyperdrive);
 
 export default defineConfig({
   test: {
@@ -13,7 +19,7 @@ export default defineConfig({
     ...timeouts,
     projects: [
       {
-        plugins: [cloudflareTest({ wrangler: { configPath: './wrangler.toml' } })],
+        plugins: [cloudflareTest({ wrangler: { configPath: workerConfig } })],
         test: { ...timeouts, name: 'worker', include: ['test/worker/**/*.test.ts'] },
       },
       {

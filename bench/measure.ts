@@ -20,7 +20,7 @@ export interface MemorySample {
 /** Clock ticks per second for /proc times (USER_HZ; 100 on Linux everywhere in practice). */
 const HZ = 100;
 
-function processCpuMs(pid: number): number {
+export function processCpuMs(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -14,6 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { freePort, startEmbedded, type EmbeddedDatabase } from './embedded.ts';
+import { hyperdriveLocalUrl } from './hyperdrive-local.ts';
 import { install } from './install.ts';
 import { redactUrl, startRelay, type Relay } from './relay.ts';
 
@@ -42,7 +43,7 @@ const PLUMBING_ENV = {
 // wrangler's lines about where secrets come from, and the bindings it makes of the plumbing
 // variables above: noise to a reader (the secrets' own lines, "(hidden)", stay).
 const HIDDEN_LINE = new RegExp(
-  `^(Using secrets defined in |env\\.(${[...PASSED_ENV, ...Object.keys(PLUMBING_ENV)].join('|')}) \\()`,
+  `^(Using secrets defined in |env\\.(${[...PASSED_ENV, ...Object.keys(PLUMBING_ENV), 'CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE'].join('|')}) \\()`,
 );
 
 export interface StartOptions {
@@ -294,6 +295,8 @@ export async function start(options: StartOptions = {}): Promise<number> {
           DATABASE_URL: databaseUrl,
           NUDGE_SECRET: secret,
           ...PLUMBING_ENV,
+          // If wrangler.toml binds [[hyperdrive]] (deploy step 2), it connects here locally.
+          CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE: hyperdriveLocalUrl(databaseUrl),
         },
       },
     );

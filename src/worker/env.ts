@@ -1,6 +1,7 @@
 // The few Worker types this project needs, declared here because the root tsconfig uses Node's
 // types rather than @cloudflare/workers-types (whose globals clash with Node's).
 import type { SettingVars } from '../core/settings.ts';
+import type { ListenerStatus } from './listener.ts';
 
 export interface Env extends SettingVars {
   /** Hyperdrive binding: preferred when present. */
@@ -9,6 +10,13 @@ export interface Env extends SettingVars {
   DATABASE_URL?: string;
   /** Secret: the bearer token POST /nudge requires. */
   NUDGE_SECRET?: string;
+  /** Secret: a direct postgres://… for the Listener's LISTEN session (else DATABASE_URL). */
+  LISTEN_DATABASE_URL?: string;
+  /** The Listener Durable Object's namespace (wrangler.toml [[durable_objects.bindings]]). */
+  LISTENER?: {
+    idFromName(name: string): unknown;
+    get(id: unknown): { ping(): Promise<ListenerStatus> };
+  };
 }
 
 export interface ExecutionContext {

@@ -10,8 +10,10 @@ import { connectDatabase as connect } from './db.ts';
 import { healthBody, healthCache, type Probe, type Snapshot } from './health.ts';
 import { probeWithBudget } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
+import { LISTENER_NAME, listenerWake } from './listener.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
+export { Listener } from './listener.ts';
 
 /**
  * The crons that sweep old responses; any other cron drains. Every minute, so a short
@@ -463,6 +465,13 @@ export default {
       ctx.waitUntil(stats);
       return stats.then((result) => Response.json(result ?? { error: 'drain failed (see the drain log line)' }, { status: result ? 200 : 500 }));
     }
+    // A wake from the Listener Durable Object (a NOTIFY arrived): the same drain /nudge starts.
+    const wake = listenerWake(ctx.props);
+    if (wake) {
+      const wakeEnv: Env = { ...env, ...wake.vars };
+      if (!databaseUrl(wakeEnv)) return Response.json({ error: NOT_CONFIGURED }, { status: 503 });
+      return Response.json({ accepted: true, coalesced: startOrPoke(wakeEnv, ctx) }, { status: 202 });
+    }
     return app.fetch(request, env, ctx);
   },
 
@@ -475,5 +484,15 @@ export default {
     const run = new DrainRun();
     current = run;
     ctx.waitUntil(runDrain(env, ctx, 'cron', run));
+    if (env.LISTENER) ctx.waitUntil(pingListener(env.LISTENER));
   },
 };
+
+/** Keeps the Listener Durable Object started (its alarm keeps the session up between pings). */
+async function pingListener(namespace: NonNullable<Env['LISTENER']>): Promise<void> {
+  try {
+    log({ event: 'listener', ...(await namespace.get(namespace.idFromName(LISTENER_NAME)).ping()) });
+  } catch (error) {
+    log({ event: 'listener', error: messageOf(error) });
+  }
+}

@@ -20,4 +20,9 @@ declare module 'cloudflare:test' {
     scheduledTime?: number | Date;
     cron?: string;
   }): TestScheduledController;
+  /** Runs the callback inside the Durable Object `stub` points to, with its instance and state. */
+  export function runInDurableObject<O, R>(
+    stub: unknown,
+    callback: (instance: O, state: import('cloudflare:workers').DurableObjectState) => R | Promise<R>,
+  ): Promise<R>;
 }
