@@ -8,10 +8,10 @@
 -- Layout:
 --   1. preamble: serialize concurrent installs, refuse to run next to the pg_net extension
 --   2. versioned migrations (net._migrations): tables, indexes, types
---   3. helpers (URL encoding, validation, settings)
+--   3. helpers (URL encoding, validation, settings); 3b. security: visibility, call-time limits
 --   4. the user-facing API (net.http_get / http_post / http_delete, collect_response, …)
 --   5. the worker-facing API (net._claim, net._record, net._config, net._sweep, …)
---   6. privileges
+--   6. privileges, row-level security policies, the queue's check trigger
 --
 -- The HTTP work is done by the pg-net-edge Cloudflare Worker, which connects as the role that
 -- ran this file (the owner of schema net).
@@ -1819,8 +1819,9 @@ as $$
 $$;
 
 -------------------------------------------------------------------------------------------------
--- 6. Privileges: anyone may queue and read results through the API; only the owner (the
---    worker's role) touches the tables and the worker-facing functions.
+-- 6. Privileges: anyone may queue and read its own results, through the API or the tables
+--    (row-level security); only the owner (the worker's role) writes the worker's columns and
+--    calls the worker-facing functions.
 -------------------------------------------------------------------------------------------------
 
 grant usage on schema net to public;
