@@ -661,7 +661,7 @@ begin
               hint = 'Remove them from the URL and send an Authorization header instead, e.g. headers := jsonb_build_object(''Authorization'', ''Basic '' || encode(convert_to(''user:password'', ''UTF8''), ''base64'')).';
     end if;
   end if;
-  if new.method is null or new.method not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then
+  if new.method not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then  -- (null: NOT NULL says so)
     raise exception 'unknown HTTP method "%": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS', new.method
       using errcode = 'invalid_parameter_value';
   end if;
