@@ -568,16 +568,17 @@ $$;
 -- 3b. Security (SPEC section 7): who sees which rows, and the call-time limits.
 -------------------------------------------------------------------------------------------------
 
--- True when the current role sees every request: superusers, the owner of schema net (the
--- worker's role) and members of net_edge_admin. SECURITY INVOKER on purpose: as a SECURITY DEFINER
--- function current_user would be the owner of net, and everyone would see all.
+-- True when the current role sees every request: superusers and BYPASSRLS roles (row-level
+-- security doesn't apply to them anyway; e.g. Supabase's service_role), the owner of schema net
+-- (the worker's role) and members of net_edge_admin. SECURITY INVOKER on purpose: as a SECURITY
+-- DEFINER function current_user would be the owner of net, and everyone would see all.
 create or replace function net._sees_all()
 returns boolean
 language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+  select coalesce((select r.rolsuper or r.rolbypassrls from pg_roles r where r.rolname = current_user), false)
       or coalesce(pg_has_role(current_user, (select n.nspowner from pg_namespace n where n.nspname = 'net'), 'MEMBER'), false)
       or coalesce(pg_has_role(current_user, to_regrole('net_edge_admin')::oid, 'MEMBER'), false)
 $$;
