@@ -8,10 +8,10 @@
 -- Layout:
 --   1. preamble: serialize concurrent installs, refuse to run next to the pg_net extension
 --   2. versioned migrations (net._migrations): tables, indexes, types
---   3. helpers (URL encoding, validation, settings)
+--   3. helpers (URL encoding, validation, settings); 3b. security: visibility, call-time limits
 --   4. the user-facing API (net.http_get / http_post / http_delete, collect_response, …)
 --   5. the worker-facing API (net._claim, net._record, net._config, net._sweep, …)
---   6. privileges
+--   6. privileges, row-level security policies, the queue's check trigger
 --
 -- The HTTP work is done by the pg-net-edge Cloudflare Worker, which connects as the role that
 -- ran this file (the owner of schema net).
@@ -859,16 +859,17 @@ $$;
 -- 3b. Security (SPEC section 7): who sees which rows, and the call-time limits.
 -------------------------------------------------------------------------------------------------
 
--- True when the current role sees every request: superusers, the owner of schema net (the
--- worker's role) and members of net_edge_admin. SECURITY INVOKER on purpose: as a SECURITY DEFINER
--- function current_user would be the owner of net, and everyone would see all.
+-- True when the current role sees every request: superusers and BYPASSRLS roles (row-level
+-- security doesn't apply to them anyway; e.g. Supabase's service_role), the owner of schema net
+-- (the worker's role) and members of net_edge_admin. SECURITY INVOKER on purpose: as a SECURITY
+-- DEFINER function current_user would be the owner of net, and everyone would see all.
 create or replace function net._sees_all()
 returns boolean
 language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((select r.rolsuper from pg_roles r where r.rolname = current_user), false)
+  select coalesce((select r.rolsuper or r.rolbypassrls from pg_roles r where r.rolname = current_user), false)
       or coalesce(pg_has_role(current_user, (select n.nspowner from pg_namespace n where n.nspname = 'net'), 'MEMBER'), false)
       or coalesce(pg_has_role(current_user, to_regrole('net_edge_admin')::oid, 'MEMBER'), false)
 $$;
@@ -954,7 +955,7 @@ begin
               hint = 'Remove them from the URL and send an Authorization header instead, e.g. headers := jsonb_build_object(''Authorization'', ''Basic '' || encode(convert_to(''user:password'', ''UTF8''), ''base64'')).';
     end if;
   end if;
-  if new.method is null or new.method not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then
+  if new.method not in ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') then  -- (null: NOT NULL says so)
     raise exception 'unknown HTTP method "%": use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS', new.method
       using errcode = 'invalid_parameter_value';
   end if;
@@ -2146,8 +2147,9 @@ as $$
 $$;
 
 -------------------------------------------------------------------------------------------------
--- 6. Privileges: anyone may queue and read results through the API; only the owner (the
---    worker's role) touches the tables and the worker-facing functions.
+-- 6. Privileges: anyone may queue and read its own results, through the API or the tables
+--    (row-level security); only the owner (the worker's role) writes the worker's columns and
+--    calls the worker-facing functions.
 -------------------------------------------------------------------------------------------------
 
 grant usage on schema net to public;

@@ -252,3 +252,15 @@ describe('pg_net.max_attempts default', () => {
     }
   });
 });
+
+describe('direct INSERTs get the API checks', () => {
+  it.each([
+    [`('NOT A METHOD', 'https://e.com/', '{}', 1000)`, /^unknown HTTP method "NOT A METHOD"/],
+    [`('GET', 'not a url', '{}', 1000)`, /^invalid URL "not a url"/],
+    [`('GET', 'https://e.com/', '[1, 2]', 1000)`, /^headers must be a JSON object/],
+    [`('GET', 'https://e.com/', '{}', 0)`, /^timeout_milliseconds must be between 1 and 300000/],
+  ])('%s is refused', async (values, message) => {
+    const e = await refused(user, `insert into net.http_request_queue (method, url, headers, timeout_milliseconds) values ${values}`);
+    expect(e.message).toMatch(message);
+  });
+});

@@ -213,6 +213,20 @@ describe('ownership and visibility', () => {
     expect(failed).toHaveLength(1);
   });
 
+  it('a BYPASSRLS role (e.g. Supabase\'s service_role) sees all, in the tables and in failed_requests', async () => {
+    const bypass = `pne_sec_bypass_${tag}`;
+    await db.sql.unsafe(`create role ${bypass} login bypassrls`);
+    const s = connectAs(bypass);
+    try {
+      const failed = await s<{ id: string }[]>`select id::text as id from net.failed_requests where id = ${bOwn}::bigint`;
+      expect(failed).toHaveLength(1);
+      expect(await s`select 1 from net._http_response where id = ${aOk}::bigint`).toHaveLength(1);
+    } finally {
+      await s.end();
+      await db.sql.unsafe(`drop role ${bypass}`);
+    }
+  });
+
   it('inside a SECURITY DEFINER function the request belongs to the function owner', async () => {
     await db.sql.unsafe(`create schema app_${tag} authorization ${roleA}`);
     await a.unsafe(`
