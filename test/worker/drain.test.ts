@@ -64,7 +64,7 @@ describe('drain end to end', () => {
 
     const g = (await response(get))!;
     expect(g).toMatchObject({ status_code: 200, content_type: 'application/json', timed_out: false, error_msg: null });
-    expect(g.headers?.['content-type']).toBe('application/json');
+    expect(g.headers?.['Content-Type']).toBe('application/json');
     const gEcho = JSON.parse(g.content!) as { method: string; query: string; headers: Record<string, string> };
     expect(gEcho).toMatchObject({ method: 'GET', query: 'q=a%20b' });
     expect(gEcho.headers['x-test']).toBe('yes');
