@@ -4,6 +4,7 @@ import { lookup } from 'node:dns/promises';
 import postgres from 'postgres';
 import { drain } from '../core/drain.ts';
 import { guardResults } from '../core/result-guard.ts';
+import { sweep } from '../core/sweep.ts';
 import { loadSettings, SettingsError, type SettingVars } from '../core/settings.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { CHANNEL, redactUrl } from './relay.ts';
@@ -56,6 +57,26 @@ export async function drainOnce(sql: postgres.Sql, env: SettingVars): Promise<Dr
   return drain(sql, fetch, options);
 }
 
+/** How often `drain --loop` deletes expired responses: every minute, as the Worker's sweep cron. */
+export const SWEEP_EVERY_MS = 60_000;
+
+/**
+ * Deletes responses older than pg_net.ttl when the last sweep is SWEEP_EVERY_MS old (or there was
+ * none): the self-hosted runner's sweep cron. Bounded like the Worker's (10,000-row batches,
+ * 25 s). Returns the rows deleted, or null when it was not due. `state.lastAt` is kept by the caller.
+ */
+export async function sweepIfDue(
+  sql: postgres.Sql,
+  env: SettingVars,
+  state: { lastAt: number | null },
+  now: () => number = Date.now,
+): Promise<number | null> {
+  if (state.lastAt !== null && now() - state.lastAt < SWEEP_EVERY_MS) return null;
+  state.lastAt = now();
+  const settings = await loadSettings(sql, env);
+  return sweep(sql, settings.ttl, { batch: 10_000, budgetMs: 25_000 });
+}
+
 /** Runs the `drain` command; resolves with the exit code. */
 export async function runDrain(options: RunDrainOptions): Promise<number> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
@@ -99,10 +120,13 @@ async function loop(sql: postgres.Sql, options: RunDrainOptions, log: (line: str
   // NOTIFY only cuts latency; the poll below is the guarantee, so a lost listener is harmless.
   await sql.listen(CHANNEL, () => wake()).catch((error: unknown) => log(`drain: LISTEN failed (${message(error)}); polling only`));
   let delay = 250;
+  const swept = { lastAt: null as number | null };
   try {
     while (!stop) {
       let stats: DrainStats | null = null;
       try {
+        const deleted = await sweepIfDue(sql, options.env, swept);
+        if (deleted) log(JSON.stringify({ event: 'sweep', deleted }));
         stats = await drainOnce(sql, options.env);
         if (stats.claimed > 0 || stats.stopped !== 'empty') log(JSON.stringify(stats));
       } catch (error) {

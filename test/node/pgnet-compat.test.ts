@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { drainOnce } from '../../src/node/drain.ts';
+import { drainOnce, SWEEP_EVERY_MS, sweepIfDue } from '../../src/node/drain.ts';
 import { startRelay, WAITING_APPLICATION_NAME } from '../../src/node/relay.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -121,14 +121,19 @@ describe('net.worker_restart() inside a transaction (pg_net: returns within seco
   let nudges: Server;
   let nudgeUrl = '';
   let drains = 0;
+  let draining = 0;
 
   beforeAll(async () => {
     // The Worker's /nudge, played by the real Node drain: each nudge drains once and checks in.
     nudges = createServer((req, res) => {
       req.resume();
+      draining++;
       drainOnce(sql, {})
         .then(() => drains++)
-        .finally(() => res.writeHead(202).end());
+        .finally(() => {
+          draining--;
+          res.writeHead(202).end();
+        });
     });
     await new Promise<void>((done) => nudges.listen(0, '127.0.0.1', () => done()));
     nudgeUrl = `http://127.0.0.1:${(nudges.address() as AddressInfo).port}/nudge`;
@@ -167,6 +172,9 @@ describe('net.worker_restart() inside a transaction (pg_net: returns within seco
   });
 
   it('while waiting, the session shows the application_name the relay looks for', async () => {
+    // A drain the previous test's relay started must not check in during this one.
+    for (let i = 0; i < 500 && draining > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(draining).toBe(0);
     await sql`update net._worker_status set last_seen = null`;
     const waiter = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
     extra.push(waiter);
@@ -206,6 +214,25 @@ describe('net.settings says where each value came from', () => {
 });
 
 describe('the sweep runs every minute', () => {
+  it("the self-hosted runner (drain --loop) sweeps too: pg_net.ttl = '1 second' honoured, at most once a minute", async () => {
+    await sql`delete from net._http_response`;
+    await sql`insert into net._http_response (id, status_code, created) values (9000001, 200, now() - interval '5 seconds')`;
+    await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.ttl = '1 second'`);
+    try {
+      let clock = 1_000_000;
+      const state = { lastAt: null as number | null };
+      expect(await sweepIfDue(sql, {}, state, () => clock)).toBe(1);
+      await sql`insert into net._http_response (id, status_code, created) values (9000002, 200, now() - interval '5 seconds')`;
+      clock += SWEEP_EVERY_MS - 1;
+      expect(await sweepIfDue(sql, {}, state, () => clock)).toBeNull(); // not due yet
+      clock += 1;
+      expect(await sweepIfDue(sql, {}, state, () => clock)).toBe(1);
+      expect((await sql`select id from net._http_response where id >= 9000001`).length).toBe(0);
+    } finally {
+      await sql.unsafe(`alter role postgres in database ${db.name} reset pg_net.ttl`);
+    }
+  });
+
   it('wrangler.toml schedules a drain cron and a separate every-minute sweep cron', () => {
     const toml = readFileSync(new URL('../../wrangler.toml', import.meta.url), 'utf8');
     const crons = /^crons = (\[.*\])$/m.exec(toml);
