@@ -58,6 +58,7 @@ function redact(text: string, env: Env): string {
   const secrets = [
     env.NUDGE_SECRET,
     ...passwordsOf(env.DATABASE_URL),
+    ...passwordsOf(env.LISTEN_DATABASE_URL),
     ...passwordsOf(env.HYPERDRIVE?.connectionString),
   ];
   for (const secret of secrets) {
