@@ -66,6 +66,7 @@ function redact(text: string, env: Env): string {
   const secrets = [
     env.NUDGE_SECRET,
     ...passwordsOf(env.DATABASE_URL),
+    ...passwordsOf(env.LISTEN_DATABASE_URL),
     ...passwordsOf(env.HYPERDRIVE?.connectionString),
   ];
   for (const secret of secrets) {
@@ -484,15 +485,16 @@ export default {
     const run = new DrainRun();
     current = run;
     ctx.waitUntil(runDrain(env, ctx, 'cron', run));
-    if (env.LISTENER) ctx.waitUntil(pingListener(env.LISTENER));
+    if (env.LISTENER) ctx.waitUntil(pingListener(env.LISTENER, env));
   },
 };
 
 /** Keeps the Listener Durable Object started (its alarm keeps the session up between pings). */
-async function pingListener(namespace: NonNullable<Env['LISTENER']>): Promise<void> {
+async function pingListener(namespace: NonNullable<Env['LISTENER']>, env: Env): Promise<void> {
   try {
-    log({ event: 'listener', ...(await namespace.get(namespace.idFromName(LISTENER_NAME)).ping()) });
+    const status = await namespace.get(namespace.idFromName(LISTENER_NAME)).ping();
+    log({ event: 'listener', ...status, lastError: status.lastError === null ? null : redact(status.lastError, env) });
   } catch (error) {
-    log({ event: 'listener', error: messageOf(error) });
+    log({ event: 'listener', error: redact(messageOf(error), env) });
   }
 }

@@ -134,6 +134,17 @@ describe('the Listener Durable Object', () => {
     expect(await arrivals(prefix)).toHaveLength(5);
   });
 
+  it('listening without a database for the drains: each wake fails saying what to configure', async () => {
+    const status = await runInDurableObject(stub(), async (_instance: Listener, state) => {
+      const listener = new Listener(state, { ...bindings, LISTEN_DATABASE_URL: db.url, DATABASE_URL: undefined, HYPERDRIVE: undefined });
+      await listener.ping();
+      // Connecting wakes a drain once (for notifications missed meanwhile): that wake fails.
+      return until('the first wake to fail', async () => (listener.status().wakesFailed > 0 ? listener.status() : null));
+    });
+    expect(status).toMatchObject({ listening: true, wakes: 0 });
+    expect(status.lastError).toMatch(/503.*no database configured/);
+  });
+
   it('a dropped session (pg_terminate_backend) is re-established, by its retry and by the alarm', async () => {
     const prefix = uniquePrefix('listener-drop');
     const result = await withListener(async (listener, clients) => {
