@@ -7,13 +7,9 @@
 // owns its session: one single-connection client per attempt, `onnotify`/`onclose` hooks, and its
 // own backoff loop (250 ms doubling to 10 s) that keeps trying until stop().
 import postgres from 'postgres';
+import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
 
-export const CHANNEL = 'pg_net_edge_wake';
-/**
- * The application_name net.wait_until_running() shows while it waits: its wake is a NOTIFY
- * delivered only at commit, so inside a transaction only this tells the relay someone waits.
- */
-export const WAITING_APPLICATION_NAME = 'pg-net-edge: waiting for the worker';
+export { CHANNEL, WAITING_APPLICATION_NAME };
 
 export interface RelayOptions {
   databaseUrl: string;

@@ -6,11 +6,10 @@
 // Why this shape (and not draining inside the object) is in docs/design.md ("The Listener").
 import { DurableObject } from 'cloudflare:workers';
 import postgres from 'postgres';
+import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
 import type { Env } from './env.ts';
 import { openSocket } from './socket.ts';
 
-/** The channel sql/install.sql NOTIFYs on commit (same as src/node/relay.ts). */
-export const CHANNEL = 'pg_net_edge_wake';
 /** The one object every cron pings. */
 export const LISTENER_NAME = 'listener';
 /** Alarm period: a dropped session is back within this, even if no retry timer survived. */
@@ -18,6 +17,12 @@ export const ALARM_MS = 30_000;
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 10_000;
 const PING_TIMEOUT_MS = 10_000;
+/**
+ * How often the session looks for a session waiting in net.wait_until_running(): that function
+ * may run inside a transaction whose NOTIFY is only delivered at its commit, so it marks itself
+ * with this application_name instead (as the Node relay looks for it too).
+ */
+export const WAITER_POLL_MS = 1_000;
 
 const NOT_CONFIGURED =
   'no direct database connection for LISTEN: set LISTEN_DATABASE_URL (or DATABASE_URL); Hyperdrive cannot carry LISTEN';
@@ -82,6 +87,7 @@ export class Listener extends DurableObject<Env> {
   // Waking: at most one loopback request in flight and one pending (as the relay's nudges).
   private pending = false;
   private waking: Promise<void> | null = null;
+  private waiterTimer: ReturnType<typeof setTimeout> | null = null;
 
   private databaseUrl(): string | null {
     return this.env.LISTEN_DATABASE_URL || this.env.DATABASE_URL || null;
@@ -178,6 +184,25 @@ export class Listener extends DurableObject<Env> {
     this.log({ event: 'listener', listening: true, listens: this.stats.listens });
     // Notifications sent while nobody listened are gone: one wake covers whatever they were for.
     this.wake();
+    this.pollWaiters(sql);
+  }
+
+  /** While `sql` is the session: every WAITER_POLL_MS, wake a drain if a session waits in wait_until_running(). */
+  private pollWaiters(sql: postgres.Sql): void {
+    if (this.waiterTimer) clearTimeout(this.waiterTimer);
+    this.waiterTimer = setTimeout(async () => {
+      this.waiterTimer = null;
+      if (this.session !== sql) return;
+      try {
+        const [row] = await sql<{ waiting: boolean }[]>`
+          select exists (select from pg_stat_activity
+                         where datname = current_database() and application_name = ${WAITING_APPLICATION_NAME}) as waiting`;
+        if (row?.waiting) this.wake();
+      } catch {
+        // A failed look is the session failing: onclose or the alarm's check deals with it.
+      }
+      if (this.session === sql) this.pollWaiters(sql);
+    }, WAITER_POLL_MS);
   }
 
   private lost(sql: postgres.Sql, reason: string): void {

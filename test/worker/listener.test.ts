@@ -134,6 +134,32 @@ describe('the Listener Durable Object', () => {
     expect(await arrivals(prefix)).toHaveLength(5);
   });
 
+  it("pg_net's begin; worker_restart(); wait_until_running(); commit; returns: the listener sees the waiting session", async () => {
+    const result = await withListener(async (listener, clients) => {
+      await listener.ping();
+      await until('the listener to listen', async () => listener.status().listening);
+      // Connecting wakes one drain (for notifications missed meanwhile): let it check in first.
+      await until('the first drain to check in', async () => {
+        const [row] = await clients.sql<{ seen: boolean }[]>`select last_seen is not null as seen from net._worker_status`;
+        return row?.seen === true;
+      });
+      await clients.sql`update net._worker_status set last_seen = null`;
+      const wakesBefore = listener.status().wakes;
+      // Inside the transaction the NOTIFY of worker_restart() is held until commit, and no cron
+      // runs here: only the waiting session's application_name can bring a drain.
+      const outcome = await clients.sql
+        .begin(async (tx) => {
+          await tx`select net.worker_restart()`;
+          await tx`select net.wait_until_running(20)`;
+          return 'running';
+        })
+        .catch((error: unknown) => String(error));
+      return { outcome, wakes: listener.status().wakes - wakesBefore };
+    });
+    expect(result.outcome).toBe('running');
+    expect(result.wakes).toBeGreaterThanOrEqual(1);
+  });
+
   it('listening without a database for the drains: each wake fails saying what to configure', async () => {
     const status = await runInDurableObject(stub(), async (_instance: Listener, state) => {
       const listener = new Listener(state, { ...bindings, LISTEN_DATABASE_URL: db.url, DATABASE_URL: undefined, HYPERDRIVE: undefined });
