@@ -188,7 +188,15 @@ export async function start(options: StartOptions = {}): Promise<number> {
     ]);
 
   try {
-    // 0. Ports, before anything starts: a taken port must not cost a PostgreSQL start and an install.
+    // 0. A checkout with wrangler, and free ports, before anything starts: a missing piece must
+    //    not cost a PostgreSQL start and an install.
+    const wranglerBin = join(ROOT, 'node_modules', '.bin', 'wrangler');
+    if (!existsSync(join(ROOT, 'wrangler.toml'))) {
+      throw new StartupError(
+        'start runs the whole system from a checkout of the repository (it needs wrangler.toml): clone it, then `npm install && npm start`. The installed package provides `relay`, `install` and `drain`.',
+      );
+    }
+    if (!existsSync(wranglerBin)) throw new StartupError(`${wranglerBin} not found; run npm install first`);
     const port = options.port !== undefined ? parsePort(options.port, `--port ${options.port}`)
       : env.PORT ? parsePort(env.PORT, `PORT=${env.PORT}`) : DEFAULT_PORT;
     if (!(await portIsFree(port))) {
@@ -263,8 +271,6 @@ export async function start(options: StartOptions = {}): Promise<number> {
     for (const name of PASSED_ENV) if (env[name] !== undefined) workerEnv[name] = env[name];
     const workerUrl = `http://127.0.0.1:${port}`;
     progress(`starting the Worker under workerd (wrangler dev) on ${workerUrl}`);
-    const wranglerBin = join(ROOT, 'node_modules', '.bin', 'wrangler');
-    if (!existsSync(wranglerBin)) throw new StartupError(`${wranglerBin} not found; run npm install first`);
     wrangler = spawn(
       wranglerBin,
       [

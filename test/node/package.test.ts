@@ -58,6 +58,15 @@ describe('the packed package', () => {
     const [row] = await db.sql<{ version: number }[]>`select max(version)::int as version from net._migrations`;
     expect(row?.version).toBeGreaterThanOrEqual(2);
 
+    // start needs a checkout (wrangler, wrangler.toml): it says so before starting anything.
+    const started = await run('npx', ['--no-install', 'pg-net-edge', 'start'], { cwd: app, env }).then(
+      () => ({ code: 0, stderr: '', stdout: '' }),
+      (error: { code: number; stderr: string; stdout: string }) => error,
+    );
+    expect(started.code).not.toBe(0);
+    expect(`${started.stdout}${started.stderr}`).toMatch(/from a checkout of the repository/);
+    expect(`${started.stdout}${started.stderr}`).not.toMatch(/starting an embedded PostgreSQL/);
+
     console.log(`package: tarball ${kB(statSync(tarball).size)}, installed (node_modules, postgres included) ${kB(sizeOf(join(app, 'node_modules')))}`);
   }, 120_000);
 });
