@@ -104,8 +104,9 @@ async function queue(sql: postgres.Sql, base: string, n: number, timeoutMs: numb
 
 function runDrainCli(url: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [BIN, 'drain', '--database-url', url], {
-      env: { ...process.env, ...env },
+    // The URL through the environment, as the README says (an argument would warn: it shows in ps).
+    const child = spawn(process.execPath, [BIN, 'drain'], {
+      env: { ...process.env, ...env, DATABASE_URL: url },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -13,13 +13,16 @@ let db: TestDatabase;
 let sql: postgres.Sql;
 let user: postgres.Sql;
 
+const ROLE_PASSWORD = `pw_${Math.random().toString(36).slice(2)}`;
+
 beforeAll(async () => {
   db = await freshDatabase();
   sql = db.sql;
-  await sql.unsafe(`create role ${plain} login`);
+  // A password too: the embedded PostgreSQL authenticates with scram-sha-256 (the machine's trusts).
+  await sql.unsafe(`create role ${plain} login password '${ROLE_PASSWORD}'`);
   const u = new URL(db.url);
   u.username = plain;
-  u.password = 'unused-trust-auth';
+  u.password = ROLE_PASSWORD;
   user = postgres(u.toString(), { max: 1, fetch_types: false, onnotice: () => {} });
 });
 

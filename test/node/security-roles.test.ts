@@ -23,10 +23,12 @@ let b: postgres.Sql;
 let admin: postgres.Sql;
 let member: postgres.Sql;
 
+const ROLE_PASSWORD = `pw_${Math.random().toString(36).slice(2)}`;
+
 function connectAs(role: string): postgres.Sql {
   const u = new URL(db.url);
   u.username = role;
-  u.password = 'unused-trust-auth';
+  u.password = ROLE_PASSWORD;
   const s = postgres(u.toString(), { max: 1, fetch_types: false, onnotice: () => {} });
   sessions.push(s);
   return s;
@@ -34,7 +36,8 @@ function connectAs(role: string): postgres.Sql {
 
 beforeAll(async () => {
   db = await freshDatabase();
-  for (const role of [roleA, roleB, roleAdmin, roleMember]) await db.sql.unsafe(`create role ${role} login`);
+  // A password too: the embedded PostgreSQL authenticates with scram-sha-256 (the machine's trusts).
+  for (const role of [roleA, roleB, roleAdmin, roleMember]) await db.sql.unsafe(`create role ${role} login password '${ROLE_PASSWORD}'`);
   await db.sql.unsafe(`grant net_edge_admin to ${roleAdmin}`);
   await db.sql.unsafe(`grant ${roleA} to ${roleMember}`);
   a = connectAs(roleA);
@@ -215,7 +218,7 @@ describe('ownership and visibility', () => {
 
   it('a BYPASSRLS role (e.g. Supabase\'s service_role) sees all, in the tables and in failed_requests', async () => {
     const bypass = `pne_sec_bypass_${tag}`;
-    await db.sql.unsafe(`create role ${bypass} login bypassrls`);
+    await db.sql.unsafe(`create role ${bypass} login bypassrls password '${ROLE_PASSWORD}'`);
     const s = connectAs(bypass);
     try {
       const failed = await s<{ id: string }[]>`select id::text as id from net.failed_requests where id = ${bOwn}::bigint`;
