@@ -544,6 +544,16 @@ function table(): string {
   return lines.join('\n');
 }
 
+interface AtOnce {
+  n: number;
+  rate: number;
+  ceiling: number;
+  lanes: number;
+  errors: string;
+  cpuPerK: number;
+  ceilingCpuPerK: number;
+}
+
 /** Deployments the model is shown for (invocations draining at once). */
 const MODEL_KS = [16, 64, 256];
 
@@ -603,18 +613,18 @@ function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
 
 /** One table: at once and the slow receivers, pg_net's quoted figures beside them. */
 function receiverTable(
-  atOnce: { n: number; rate: number; cpuPerK: number; ceilingCpuPerK: number }[],
+  atOnce: AtOnce[],
   receivers: { run: ReceiverRun; ceiling: CeilingRun }[],
 ): string {
   const lines = [
-    `pg_net's figures are quoted, not measured here (${PG_NET_SOURCE}).`,
+    `pg_net's figures: ${PG_NET_SOURCE}. At once: the best of the alternating runs above.`,
     '',
     '| receiver answers | N | pg_net (quoted) | pg-net-edge | × pg_net | peak in flight | invocations (log lines / heartbeat) | database connections: peak (sessions in all) | bare loop, same in flight | drain ÷ loop | errors / dup. / never arrived | workerd CPU ms per 1,000 |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const a of atOnce) {
     lines.push(
-      `| at once | ${a.n} | ${PG_NET_QUOTED['at once']} | ${fmt(a.rate)} | ${fmt(a.rate / PG_NET_QUOTED['at once'], 1)}× | — | — | — | see the table above | — | see above | ${fmt(a.cpuPerK)} (bare loop ${fmt(a.ceilingCpuPerK)}) |`,
+      `| at once | ${a.n} | ${PG_NET_QUOTED['at once']} | ${fmt(a.rate)} | ${fmt(a.rate / PG_NET_QUOTED['at once'], 1)}× | — | — | — | ${fmt(a.ceiling)} (${a.lanes} at once) | ${fmt((a.rate / a.ceiling) * 100)}% | ${a.errors} | ${fmt(a.cpuPerK)} (bare loop ${fmt(a.ceilingCpuPerK)}) |`,
     );
   }
   for (const { run, ceiling } of receivers) {
@@ -662,7 +672,7 @@ async function main(): Promise<number> {
     // approaches what each costs undisturbed. Errors and duplicates count from every drain run
     // (the worst counts); memory from the first.
     const memoryRows: { n: number; deltaMiB: number; peakMiB: number; hwmMiB: number; fds: number }[] = [];
-    const atOnce: { n: number; rate: number; cpuPerK: number; ceilingCpuPerK: number }[] = [];
+    const atOnce: AtOnce[] = [];
     for (const n of p.sections.has('at-once') ? p.ns : []) {
       const ceilings: Awaited<ReturnType<typeof ceilingRate>>[] = [];
       const tps: ThroughputResult[] = [];
@@ -724,7 +734,7 @@ async function main(): Promise<number> {
           // workerd runs each isolate on one thread: if that thread is the limit, the ratio can't beat this.
           ` (ratio if workerd's thread is the limit: ${fmt((best.cpu.workerdCpuMs / Math.max(1, tp.memory.workerdCpuMs)) * 100)}%)`,
       );
-      atOnce.push({ n, rate: tp.rate, cpuPerK: (tp.memory.workerdCpuMs / n) * 1000, ceilingCpuPerK: (best.cpu.workerdCpuMs / n) * 1000 });
+      atOnce.push({ n, rate: tp.rate, ceiling, lanes: stack.concurrency, errors: `${tp.errors} / ${tp.duplicates} / ${tp.missing}`, cpuPerK: (tp.memory.workerdCpuMs / n) * 1000, ceilingCpuPerK: (best.cpu.workerdCpuMs / n) * 1000 });
       row(
         `at once, N=${n}: × pg_net (${PG_NET_QUOTED['at once']} req/s, quoted: ${PG_NET_SOURCE})`,
         `${fmt(tp.rate / PG_NET_QUOTED['at once'], 1)}×`,
