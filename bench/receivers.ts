@@ -31,6 +31,10 @@ export interface Invocations {
   heartbeat: number | null;
   /** Which last_drain field the heartbeat figure came from. */
   source: string;
+  /** last_drain.peak_header_waits, if the Worker reports it: most waiting for headers in any one invocation. */
+  peakHeaderWaits: number | null;
+  /** last_drain.peak_in_flight, if the Worker reports it: its own count of rows out at once. */
+  workerPeakInFlight: number | null;
 }
 
 export interface ReceiverRun {
@@ -157,7 +161,7 @@ async function heldPeak(stack: Stack, label: string): Promise<number> {
   return ((await response.json()) as { max: number }).max;
 }
 
-const isExecutorLog = (d: DrainLog) => d.event === undefined || d.event === 'drain' || d.event.includes('executor');
+const isExecutorLog = (d: DrainLog) => d.event === undefined || d.event === 'drain' || d.event.includes('exec');
 
 /** N requests queued in one statement against a receiver answering after latencyMs. */
 export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: number, n: number, runId: string): Promise<ReceiverRun> {
@@ -188,9 +192,13 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
     watcher.stop();
     const logs = stack.drainLogs.filter((d) => d.at >= phaseStart && isExecutorLog(d));
     let heartbeat: number | null = null;
+    let peakHeaderWaits: number | null = null;
+    let workerPeakInFlight: number | null = null;
     let source = 'n/a (last_drain reports no invocations, executors or helpers)';
     for (const beat of watcher.heartbeats.values()) {
       if (typeof beat.started !== 'string' || Date.parse(beat.started) < phaseStart - 1000) continue;
+      if (typeof beat.peak_header_waits === 'number') peakHeaderWaits = Math.max(peakHeaderWaits ?? 0, beat.peak_header_waits);
+      if (typeof beat.peak_in_flight === 'number') workerPeakInFlight = Math.max(workerPeakInFlight ?? 0, beat.peak_in_flight);
       const h = heartbeatInvocations(beat);
       if (h === null) continue;
       heartbeat = (heartbeat ?? 0) + h.count;
@@ -211,7 +219,7 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
       duplicates,
       missing: n - Object.keys(hits).length,
       peakInFlight: await heldPeak(stack, label),
-      invocations: { logged: logs.length, heartbeat, source },
+      invocations: { logged: logs.length, heartbeat, source, peakHeaderWaits, workerPeakInFlight },
       triggers: logs.filter((d) => !d.helper && (d.claimed ?? 0) > 0).length,
       dbPeak: watcher.peak,
       dbPeakByName: Object.fromEntries(watcher.peakByName),
@@ -245,8 +253,9 @@ export async function receiverCeiling(stack: Stack, deps: ReceiverDeps, latencyM
 }
 
 export interface Model {
-  /** Requests in flight per invocation, measured: peak in flight ÷ invocations used. */
+  /** Requests in flight per invocation, measured: the Worker's peak_header_waits if it reports it, else peak in flight ÷ invocations used. */
   perInvocation: number;
+  perInvocationSource: string;
   /** A slot's cycle, measured: peak in flight ÷ req/s (the receiver's latency plus everything else per request). */
   cycleMs: number;
   /** K invocations × perInvocation in flight ÷ cycle, for each K. */
@@ -263,10 +272,14 @@ export interface Model {
 export function model(run: ReceiverRun, ks: number[]): Model | null {
   const invocations = run.invocations.heartbeat ?? run.invocations.logged;
   if (!(invocations > 0) || !(run.peakInFlight > 0) || !Number.isFinite(run.rate)) return null;
-  const perInvocation = run.peakInFlight / invocations;
+  // Executors that come and go make invocations used a count over time, not at once: then the
+  // Worker's own most-waiting-in-one-invocation is the better measure of one invocation's capacity.
+  const reported = run.invocations.peakHeaderWaits;
+  const perInvocation = reported !== null && reported > 0 ? reported : run.peakInFlight / invocations;
   const cycleMs = (run.peakInFlight / run.rate) * 1000;
   return {
     perInvocation,
+    perInvocationSource: reported !== null && reported > 0 ? 'last_drain.peak_header_waits' : 'peak in flight ÷ invocations',
     cycleMs,
     atCycle: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / cycleMs })),
     atLatency: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / run.latencyMs })),

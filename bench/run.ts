@@ -578,6 +578,12 @@ function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
     `${what}: invocations used`,
     `${run.invocations.logged} (the Worker's drain log lines); ${run.invocations.heartbeat ?? 'n/a'} (net._worker_status.last_drain: ${run.invocations.source})`,
   );
+  row(
+    `${what}: the Worker's own counts (last_drain): most waiting for headers in one invocation / rows out at once`,
+    `${run.invocations.peakHeaderWaits ?? 'n/a'} / ${run.invocations.workerPeakInFlight ?? 'n/a'}`,
+    run.invocations.peakHeaderWaits === null ? '' : '≤ 6',
+    run.invocations.peakHeaderWaits === null ? null : run.invocations.peakHeaderWaits <= 6,
+  );
   const byName = Object.entries(run.dbPeakByName).map(([name, count]) => `${name}: ${count}`).join(', ');
   row(
     `${what}: database connections used (pg_stat_activity, sampled every 100 ms)`,
@@ -603,7 +609,7 @@ function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
     `${what}: MODEL, not measured — K invocations at once, each with the in-flight requests one had here`,
     m === null
       ? 'n/a (no invocation count or no rate)'
-      : `${fmt(m.perInvocation, 1)} in flight per invocation (peak ÷ invocations), a slot's cycle ${fmt(m.cycleMs)} ms (peak ÷ req/s): ` +
+      : `${fmt(m.perInvocation, 1)} in flight per invocation (${m.perInvocationSource}), a slot's cycle ${fmt(m.cycleMs)} ms (peak ÷ req/s): ` +
           m.atCycle.map((x) => `K=${x.k}: ${fmt(x.rate)}`).join(', ') +
           ` req/s; with the cycle at the receiver's ${run.latencyMs} ms alone (upper bound): ` +
           m.atLatency.map((x) => `K=${x.k}: ${fmt(x.rate)}`).join(', ') +
@@ -635,7 +641,7 @@ function receiverTable(
   }
   const models = receivers.map(({ run }) => ({ run, m: model(run, MODEL_KS) })).filter((x) => x.m !== null);
   if (models.length > 0) {
-    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (peak in flight ÷ invocations), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
+    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ invocations), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
     lines.push(`| receiver answers | N | in flight per invocation | slot cycle | ${MODEL_KS.map((k) => `K=${k}`).join(' | ')} | ${MODEL_KS.map((k) => `K=${k}, cycle = latency`).join(' | ')} |`);
     lines.push(`|---|---|---|---|${MODEL_KS.map(() => '---|').join('')}${MODEL_KS.map(() => '---|').join('')}`);
     for (const { run, m } of models) {

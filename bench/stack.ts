@@ -181,7 +181,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         for (const stream of [stdout, stderr]) {
           createInterface({ input: stream }).on('line', (line) => {
             // A drain's (or an executor's) end-of-run line: one per invocation that drained.
-            const start = line.search(/\{"event":"(drain|[a-z_-]*executor[a-z_-]*)"/);
+            const start = line.search(/\{"event":"(drain|[a-z_-]*exec[a-z_-]*)"/);
             if (start >= 0) {
               try {
                 drainLogs.push({ ...(JSON.parse(line.slice(start)) as Omit<DrainLog, "at">), at: Date.now() });
