@@ -27,8 +27,10 @@ const WATCH_MS = 100;
 export interface Invocations {
   /** Drain (or executor) log lines the Worker printed for this run: one per invocation. */
   logged: number;
-  /** From net._worker_status.last_drain, when it says (invocations, executors or helpers); null: it doesn't. */
+  /** From net._worker_status.last_drain, when it says (invocations, executors or helpers), summed over the run's triggers; null: it doesn't. */
   heartbeat: number | null;
+  /** The most one trigger's heartbeat reported (a cron tick may start a second trigger mid-run). */
+  heartbeatMaxPerTrigger: number | null;
   /** Which last_drain field the heartbeat figure came from. */
   source: string;
   /** last_drain.peak_header_waits, if the Worker reports it: most waiting for headers in any one invocation. */
@@ -192,6 +194,7 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
     watcher.stop();
     const logs = stack.drainLogs.filter((d) => d.at >= phaseStart && isExecutorLog(d));
     let heartbeat: number | null = null;
+    let heartbeatMaxPerTrigger: number | null = null;
     let peakHeaderWaits: number | null = null;
     let workerPeakInFlight: number | null = null;
     let source = 'n/a (last_drain reports no invocations, executors or helpers)';
@@ -202,6 +205,7 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
       const h = heartbeatInvocations(beat);
       if (h === null) continue;
       heartbeat = (heartbeat ?? 0) + h.count;
+      heartbeatMaxPerTrigger = Math.max(heartbeatMaxPerTrigger ?? 0, h.count);
       source = h.source;
     }
     const hits = await deps.hits(prefix);
@@ -219,7 +223,7 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
       duplicates,
       missing: n - Object.keys(hits).length,
       peakInFlight: await heldPeak(stack, label),
-      invocations: { logged: logs.length, heartbeat, source, peakHeaderWaits, workerPeakInFlight },
+      invocations: { logged: logs.length, heartbeat, heartbeatMaxPerTrigger, source, peakHeaderWaits, workerPeakInFlight },
       triggers: logs.filter((d) => !d.helper && (d.claimed ?? 0) > 0).length,
       dbPeak: watcher.peak,
       dbPeakByName: Object.fromEntries(watcher.peakByName),
@@ -270,7 +274,8 @@ export interface Model {
  * (one workerd thread) and what a deployment adds (the database's record rate, per-origin caps).
  */
 export function model(run: ReceiverRun, ks: number[]): Model | null {
-  const invocations = run.invocations.heartbeat ?? run.invocations.logged;
+  // One trigger's invocations run side by side; a second trigger (a cron tick) comes later.
+  const invocations = run.invocations.heartbeatMaxPerTrigger ?? run.invocations.logged / Math.max(1, run.triggers);
   if (!(invocations > 0) || !(run.peakInFlight > 0) || !Number.isFinite(run.rate)) return null;
   // Executors that come and go make invocations used a count over time, not at once: then the
   // Worker's own most-waiting-in-one-invocation is the better measure of one invocation's capacity.
@@ -279,7 +284,7 @@ export function model(run: ReceiverRun, ks: number[]): Model | null {
   const cycleMs = (run.peakInFlight / run.rate) * 1000;
   return {
     perInvocation,
-    perInvocationSource: reported !== null && reported > 0 ? 'last_drain.peak_header_waits' : 'peak in flight ÷ invocations',
+    perInvocationSource: reported !== null && reported > 0 ? 'last_drain.peak_header_waits' : 'peak in flight ÷ one trigger\'s invocations',
     cycleMs,
     atCycle: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / cycleMs })),
     atLatency: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / run.latencyMs })),

@@ -641,7 +641,7 @@ function receiverTable(
   }
   const models = receivers.map(({ run }) => ({ run, m: model(run, MODEL_KS) })).filter((x) => x.m !== null);
   if (models.length > 0) {
-    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ invocations), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
+    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ one trigger\'s invocations), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
     lines.push(`| receiver answers | N | in flight per invocation | slot cycle | ${MODEL_KS.map((k) => `K=${k}`).join(' | ')} | ${MODEL_KS.map((k) => `K=${k}, cycle = latency`).join(' | ')} |`);
     lines.push(`|---|---|---|---|${MODEL_KS.map(() => '---|').join('')}${MODEL_KS.map(() => '---|').join('')}`);
     for (const { run, m } of models) {
