@@ -186,9 +186,11 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
     // The starting drain logs and writes its heartbeat after LINGER_MS and its helpers: wait for them.
     for (let waited = 0; waited < 5000; waited += 100) {
       await watcher.sample();
-      const triggerDone = stack.drainLogs.some((d) => d.at >= done.lastCreated && !d.helper && isExecutorLog(d));
-      const beat = [...watcher.heartbeats.values()].some((b) => typeof b.started === 'string' && Date.parse(b.started) >= phaseStart - 1000);
-      if (triggerDone && beat) break;
+      // Every trigger drain that ran (a cron tick may add one) has logged, and written its heartbeat.
+      const triggerLogs = stack.drainLogs.filter((d) => d.at >= phaseStart && !d.helper && isExecutorLog(d));
+      const lastDone = triggerLogs.some((d) => d.at >= done.lastCreated);
+      const beats = [...watcher.heartbeats.values()].filter((b) => typeof b.started === 'string' && Date.parse(b.started) >= phaseStart - 1000).length;
+      if (lastDone && beats >= triggerLogs.length) break;
       await sleep(100);
     }
     watcher.stop();

@@ -554,6 +554,9 @@ interface AtOnce {
   ceilingCpuPerK: number;
 }
 
+/** The bare loop's width for the machine's own ceiling against the slow receivers (issue 16's reference). */
+const WIDE_LANES = 400;
+
 /** Deployments the model is shown for (invocations draining at once). */
 const MODEL_KS = [16, 64, 256];
 
@@ -620,23 +623,23 @@ function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
 /** One table: at once and the slow receivers, pg_net's quoted figures beside them. */
 function receiverTable(
   atOnce: AtOnce[],
-  receivers: { run: ReceiverRun; ceiling: CeilingRun }[],
+  receivers: { run: ReceiverRun; ceiling: CeilingRun; wide: CeilingRun }[],
 ): string {
   const lines = [
     `pg_net's figures: ${PG_NET_SOURCE}. At once: the best of the alternating runs above.`,
     '',
-    '| receiver answers | N | pg_net (quoted) | pg-net-edge | × pg_net | peak in flight | invocations (log lines / heartbeat) | database connections: peak (sessions in all) | bare loop, same in flight | drain ÷ loop | errors / dup. / never arrived | workerd CPU ms per 1,000 |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    `| receiver answers | N | pg_net (quoted) | pg-net-edge | × pg_net | peak in flight | invocations (log lines / heartbeat) | database connections: peak (sessions in all) | bare loop, same in flight | drain ÷ loop | bare loop, ${WIDE_LANES} at once | drain ÷ it | errors / dup. / never arrived | workerd CPU ms per 1,000 |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const a of atOnce) {
     lines.push(
-      `| at once | ${a.n} | ${PG_NET_QUOTED['at once']} | ${fmt(a.rate)} | ${fmt(a.rate / PG_NET_QUOTED['at once'], 1)}× | — | — | — | ${fmt(a.ceiling)} (${a.lanes} at once) | ${fmt((a.rate / a.ceiling) * 100)}% | ${a.errors} | ${fmt(a.cpuPerK)} (bare loop ${fmt(a.ceilingCpuPerK)}) |`,
+      `| at once | ${a.n} | ${PG_NET_QUOTED['at once']} | ${fmt(a.rate)} | ${fmt(a.rate / PG_NET_QUOTED['at once'], 1)}× | — | — | — | ${fmt(a.ceiling)} (${a.lanes} at once) | ${fmt((a.rate / a.ceiling) * 100)}% | — | — | ${a.errors} | ${fmt(a.cpuPerK)} (bare loop ${fmt(a.ceilingCpuPerK)}) |`,
     );
   }
-  for (const { run, ceiling } of receivers) {
+  for (const { run, ceiling, wide } of receivers) {
     const quoted = quotedFor(run.latencyMs);
     lines.push(
-      `| after ${run.latencyMs} ms | ${run.n} | ${quoted} | ${fmt(run.rate)} | ${fmt(run.rate / quoted, 1)}× | ${run.peakInFlight} | ${run.invocations.logged} / ${run.invocations.heartbeat ?? 'n/a'} | ${run.dbPeak} (${run.dbSessions}) | ${fmt(ceiling.rate)} (${ceiling.lanes} at once) | ${fmt((run.rate / ceiling.rate) * 100)}% | ${run.errors} / ${run.duplicates} / ${run.missing} | ${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} |`,
+      `| after ${run.latencyMs} ms | ${run.n} | ${quoted} | ${fmt(run.rate)} | ${fmt(run.rate / quoted, 1)}× | ${run.peakInFlight} | ${run.invocations.logged} / ${run.invocations.heartbeat ?? 'n/a'}${run.triggers > 1 ? ` (${run.triggers} triggers: a cron tick came during the run)` : ''} | ${run.dbPeak} (${run.dbSessions}) | ${fmt(ceiling.rate)} (${ceiling.lanes} at once) | ${fmt((run.rate / ceiling.rate) * 100)}% | ${fmt(wide.rate)} | ${fmt((run.rate / wide.rate) * 100)}% | ${run.errors} / ${run.duplicates} / ${run.missing} | ${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} |`,
     );
   }
   const models = receivers.map(({ run }) => ({ run, m: model(run, MODEL_KS) })).filter((x) => x.m !== null);
@@ -755,7 +758,7 @@ async function main(): Promise<number> {
     }
 
     // Slow receivers: 50 and 200 ms, each N; the drain, then the bare loop with as many in flight.
-    const receivers: { run: ReceiverRun; ceiling: CeilingRun }[] = [];
+    const receivers: { run: ReceiverRun; ceiling: CeilingRun; wide: CeilingRun }[] = [];
     if (p.sections.has('latency')) {
       const deps: ReceiverDeps = {
         progress,
@@ -765,12 +768,17 @@ async function main(): Promise<number> {
         settle: () => settle(stack),
       };
       for (const latencyMs of [50, 200] as const) {
+        // The machine's ceiling whatever the drain reached: issue 16's reference, 400 at once
+        // (past ~300 in flight one workerd thread is the limit).
+        const wide = await receiverCeiling(stack, deps, latencyMs, p.quick ? 1000 : 5000, WIDE_LANES, runId);
+        row(`slow receiver ${latencyMs} ms: the machine's ceiling, a bare fetch loop in one workerd with ${WIDE_LANES} at once (${wide.n} requests; the receiver saw ${wide.peakInFlight} at once)`, `${fmt(wide.rate)} req/s`);
         for (const n of p.rxNs) {
           const run = await receiverRun(stack, deps, latencyMs, n, runId);
           // The ceiling's rate is a steady state: 5,000 requests measure it as well as 20,000 and take a quarter of the time.
           const ceiling = await receiverCeiling(stack, deps, latencyMs, Math.min(n, 5000), Math.max(1, run.peakInFlight), runId);
-          receivers.push({ run, ceiling });
+          receivers.push({ run, ceiling, wide });
           receiverRows(run, ceiling);
+          row(`slow receiver ${latencyMs} ms, N=${n}: drain ÷ the bare loop with ${WIDE_LANES} at once`, `${fmt((run.rate / wide.rate) * 100, 1)}%`);
           if (run.firstError) notes.push(`slow receiver ${latencyMs} ms, N=${n}: first error: ${run.firstError}`);
           if (ceiling.errors > 0) notes.push(`slow receiver ceiling ${latencyMs} ms, N=${n}: ${ceiling.errors} fetch errors`);
           notes.push(`slow receiver ${latencyMs} ms, N=${n}: ${describeDrains(drainsSince(stack, run.startedAt))}`);
