@@ -55,6 +55,8 @@ export interface ReceiverRun {
   invocations: Invocations;
   /** Trigger drains (cron or nudge, not helpers) that logged: the connection bound is per trigger. */
   triggers: number;
+  /** The most of those running at the same time (from their log lines' end and duration). */
+  triggersAtOnce: number;
   /** Most Worker sessions open at once on the benchmark's database (sampled every WATCH_MS). */
   dbPeak: number;
   /** The same per application_name, each its own peak. */
@@ -90,6 +92,8 @@ class Watcher {
   private timer: NodeJS.Timeout | null = null;
   private busy = false;
   peak = 0;
+  /** Worker sessions open at the last sample. */
+  current = -1;
   readonly peakByName = new Map<string, number>();
   readonly seen = new Set<string>();
   /** last_drain values seen, by owner (a trigger drain writes one when it and its helpers end). */
@@ -115,6 +119,7 @@ class Watcher {
         sessions: JSON.parse(row?.sessions ?? '[]') as Snapshot['sessions'],
         lastDrain: row?.last_drain ? (JSON.parse(row.last_drain) as Record<string, unknown>) : null,
       };
+      this.current = snap.sessions.length;
       this.peak = Math.max(this.peak, snap.sessions.length);
       const byName = new Map<string, number>();
       for (const s of snap.sessions) {
@@ -153,6 +158,20 @@ function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
 }
 
+/** The most intervals ([start, end], ms) that overlap at any moment. */
+function mostAtOnce(intervals: [number, number][]): number {
+  const edges = intervals.flatMap(([start, end]): [number, number][] => [[start, 1], [end, -1]]);
+  // Ends before starts at the same instant: touching intervals don't overlap.
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0;
+  let most = 0;
+  for (const [, step] of edges) {
+    now += step;
+    most = Math.max(most, now);
+  }
+  return most;
+}
+
 /** The slow receiver's path for request i: /held/<ms>/<label>/<i> (the target counts each label's requests held at once). */
 function heldPrefix(latencyMs: number, label: string): string {
   return `/held/${latencyMs}/${label}/`;
@@ -184,17 +203,20 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
     const { done } = await deps.waitRecorded(ids[0]!, ids[ids.length - 1]!, n, `${latencyMs} ms N=${n}`, Math.max(180_000, n * 40));
     const cpu = sampler.stop();
     // The starting drain logs and writes its heartbeat after LINGER_MS and its helpers: wait for them.
-    for (let waited = 0; waited < 5000; waited += 100) {
+    // Wait (bounded) until every drain invocation has ended (their sessions close with them), so a
+    // trigger that a cron tick started mid-run is counted too.
+    for (let waited = 0; waited < 10_000; waited += 100) {
       await watcher.sample();
       // Every trigger drain that ran (a cron tick may add one) has logged, and written its heartbeat.
       const triggerLogs = stack.drainLogs.filter((d) => d.at >= phaseStart && !d.helper && isExecutorLog(d));
       const lastDone = triggerLogs.some((d) => d.at >= done.lastCreated);
       const beats = [...watcher.heartbeats.values()].filter((b) => typeof b.started === 'string' && Date.parse(b.started) >= phaseStart - 1000).length;
-      if (lastDone && beats >= triggerLogs.length) break;
+      if (lastDone && beats >= triggerLogs.length && watcher.current === 0) break;
       await sleep(100);
     }
     watcher.stop();
     const logs = stack.drainLogs.filter((d) => d.at >= phaseStart && isExecutorLog(d));
+    const triggerLogs = logs.filter((d) => !d.helper && (d.claimed ?? 0) > 0);
     let heartbeat: number | null = null;
     let heartbeatMaxPerTrigger: number | null = null;
     let peakHeaderWaits: number | null = null;
@@ -226,7 +248,8 @@ export async function receiverRun(stack: Stack, deps: ReceiverDeps, latencyMs: n
       missing: n - Object.keys(hits).length,
       peakInFlight: await heldPeak(stack, label),
       invocations: { logged: logs.length, heartbeat, heartbeatMaxPerTrigger, source, peakHeaderWaits, workerPeakInFlight },
-      triggers: logs.filter((d) => !d.helper && (d.claimed ?? 0) > 0).length,
+      triggers: triggerLogs.length,
+      triggersAtOnce: mostAtOnce(triggerLogs.map((d) => [d.at - (d.duration_ms ?? 0), d.at])),
       dbPeak: watcher.peak,
       dbPeakByName: Object.fromEntries(watcher.peakByName),
       dbSessions: watcher.seen.size,
@@ -276,8 +299,9 @@ export interface Model {
  * (one workerd thread) and what a deployment adds (the database's record rate, per-origin caps).
  */
 export function model(run: ReceiverRun, ks: number[]): Model | null {
-  // One trigger's invocations run side by side; a second trigger (a cron tick) comes later.
-  const invocations = run.invocations.heartbeatMaxPerTrigger ?? run.invocations.logged / Math.max(1, run.triggers);
+  // One trigger's invocations run side by side; a second trigger (a cron tick) may run beside it.
+  const perTrigger = run.invocations.heartbeatMaxPerTrigger ?? run.invocations.logged / Math.max(1, run.triggers);
+  const invocations = perTrigger * Math.max(1, run.triggersAtOnce);
   if (!(invocations > 0) || !(run.peakInFlight > 0) || !Number.isFinite(run.rate)) return null;
   // Executors that come and go make invocations used a count over time, not at once: then the
   // Worker's own most-waiting-in-one-invocation is the better measure of one invocation's capacity.
@@ -286,7 +310,7 @@ export function model(run: ReceiverRun, ks: number[]): Model | null {
   const cycleMs = (run.peakInFlight / run.rate) * 1000;
   return {
     perInvocation,
-    perInvocationSource: reported !== null && reported > 0 ? 'last_drain.peak_header_waits' : 'peak in flight ÷ one trigger\'s invocations',
+    perInvocationSource: reported !== null && reported > 0 ? 'last_drain.peak_header_waits' : `peak in flight ÷ (one trigger's invocations × ${Math.max(1, run.triggersAtOnce)} trigger(s) at once)`,
     cycleMs,
     atCycle: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / cycleMs })),
     atLatency: ks.map((k) => ({ k, rate: (k * perInvocation * 1000) / run.latencyMs })),

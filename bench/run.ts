@@ -590,9 +590,9 @@ function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
   const byName = Object.entries(run.dbPeakByName).map(([name, count]) => `${name}: ${count}`).join(', ');
   row(
     `${what}: database connections used (pg_stat_activity, sampled every 100 ms)`,
-    `peak ${run.dbPeak} at once (${byName || 'none seen'}), ${run.dbSessions} sessions in all; ${run.triggers} trigger drain(s)`,
+    `peak ${run.dbPeak} at once (${byName || 'none seen'}), ${run.dbSessions} sessions in all; ${run.triggers} trigger drain(s), ${run.triggersAtOnce} at once`,
     '≤ 4 per trigger',
-    run.dbPeak <= 4 * Math.max(1, run.triggers),
+    run.dbPeak <= 4 * Math.max(1, run.triggersAtOnce),
   );
   row(
     `${what}: the machine's ceiling, a bare fetch loop in one workerd with ${ceiling.lanes} at once (${ceiling.n} requests; the receiver saw ${ceiling.peakInFlight} at once)`,
@@ -639,12 +639,12 @@ function receiverTable(
   for (const { run, ceiling, wide } of receivers) {
     const quoted = quotedFor(run.latencyMs);
     lines.push(
-      `| after ${run.latencyMs} ms | ${run.n} | ${quoted} | ${fmt(run.rate)} | ${fmt(run.rate / quoted, 1)}× | ${run.peakInFlight} | ${run.invocations.logged} / ${run.invocations.heartbeat ?? 'n/a'}${run.triggers > 1 ? ` (${run.triggers} triggers: a cron tick came during the run)` : ''} | ${run.dbPeak} (${run.dbSessions}) | ${fmt(ceiling.rate)} (${ceiling.lanes} at once) | ${fmt((run.rate / ceiling.rate) * 100)}% | ${fmt(wide.rate)} | ${fmt((run.rate / wide.rate) * 100)}% | ${run.errors} / ${run.duplicates} / ${run.missing} | ${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} |`,
+      `| after ${run.latencyMs} ms | ${run.n} | ${quoted} | ${fmt(run.rate)} | ${fmt(run.rate / quoted, 1)}× | ${run.peakInFlight} | ${run.invocations.logged} / ${run.invocations.heartbeat ?? 'n/a'}${run.triggers > 1 ? ` (${run.triggers} triggers, ${run.triggersAtOnce} at once: a cron tick came during the run)` : ''} | ${run.dbPeak} (${run.dbSessions}) | ${fmt(ceiling.rate)} (${ceiling.lanes} at once) | ${fmt((run.rate / ceiling.rate) * 100)}% | ${fmt(wide.rate)} | ${fmt((run.rate / wide.rate) * 100)}% | ${run.errors} / ${run.duplicates} / ${run.missing} | ${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} |`,
     );
   }
   const models = receivers.map(({ run }) => ({ run, m: model(run, MODEL_KS) })).filter((x) => x.m !== null);
   if (models.length > 0) {
-    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ one trigger\'s invocations), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
+    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ the invocations of the triggers running at once), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
     lines.push(`| receiver answers | N | in flight per invocation | slot cycle | ${MODEL_KS.map((k) => `K=${k}`).join(' | ')} | ${MODEL_KS.map((k) => `K=${k}, cycle = latency`).join(' | ')} |`);
     lines.push(`|---|---|---|---|${MODEL_KS.map(() => '---|').join('')}${MODEL_KS.map(() => '---|').join('')}`);
     for (const { run, m } of models) {
