@@ -22,7 +22,8 @@ const USAGE = `npm run bench -- [--n 5000,20000] [--rx-n 5000,20000] [--rounds 3
 
 Starts PostgreSQL (DATABASE_URL's server, else an embedded one; a fresh database is created and
 dropped), the loopback target, the Worker and a ceiling Worker under workerd, and the relay; then
-measures ceiling, throughput, latency, head of line and memory, prints a table and writes it to
+measures ceiling, throughput, slow receivers (50 and 200 ms, pg_net's quoted figures beside them), latency,
+head of line and memory, prints a table and writes it to
 --out (default bench/results.md).
   --n LIST   request counts for the throughput runs (default 5000,20000; --quick: 1000)
   --rx-n LIST  request counts for the slow receivers, 50 and 200 ms (default 5000,20000; --quick: 1000)
