@@ -1,7 +1,8 @@
 // `npm run bench`: measures pg-net-edge against the targets of SPEC §6 on this machine, in one run:
 // ceiling (bare workerd fetch loop), throughput, latency (idle and trickle), head of line, memory.
 // It reports figures and marks each target met/missed; it asserts nothing.
-// Flags: --n 5000,20000   --quick   --out bench/results.md   --help
+// Slow receivers (answering after 50 and 200 ms) with pg_net's quoted figures beside them: receivers.ts.
+// Flags: --n 5000,20000   --rx-n 5000,20000   --only latency   --quick   --out bench/results.md   --help
 import { cpus, totalmem, release } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -10,21 +11,32 @@ import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { mib, percentile, Sampler, sleep, until, type MemorySample, rssKb } from './measure.ts';
 import { startStack, type DrainLog, type Stack } from './stack.ts';
+import { model, PG_NET_QUOTED, PG_NET_SOURCE, receiverCeiling, receiverRun, type CeilingRun, type ReceiverDeps, type ReceiverRun } from './receivers.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-const USAGE = `npm run bench -- [--n 5000,20000] [--rounds 3] [--quick] [--out bench/results.md]
+const SECTIONS = ['at-once', 'latency', 'other'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const USAGE = `npm run bench -- [--n 5000,20000] [--rx-n 5000,20000] [--rounds 3] [--only at-once,latency,other] [--quick] [--out bench/results.md]
 
 Starts PostgreSQL (DATABASE_URL's server, else an embedded one; a fresh database is created and
 dropped), the loopback target, the Worker and a ceiling Worker under workerd, and the relay; then
-measures ceiling, throughput, latency, head of line and memory, prints a table and writes it to
+measures ceiling, throughput, slow receivers (50 and 200 ms, pg_net's quoted figures beside them), latency,
+head of line and memory, prints a table and writes it to
 --out (default bench/results.md).
   --n LIST   request counts for the throughput runs (default 5000,20000; --quick: 1000)
+  --rx-n LIST  request counts for the slow receivers, 50 and 200 ms (default 5000,20000; --quick: 1000)
+  --only LIST  run only these sections: at-once (ceiling, throughput, CPU, memory vs N), latency
+             (the slow receivers), other (commit → arrival, head of line, 1 MB bodies); with
+             --only the table is printed and written only if --out is given
   --rounds R ceiling and drain runs per N, alternating; the best of each is compared (default 3; --quick: 1)
   --quick    smaller runs (a smoke test, well under a minute of measuring)`;
 
 interface Plan {
   ns: number[];
+  rxNs: number[];
+  sections: Set<Section>;
   latencyCount: number;
   coldCount: number;
   trickleSeconds: number;
@@ -36,10 +48,21 @@ interface Plan {
   quick: boolean;
 }
 
-function plan(): { plan: Plan; out: string } {
+function counts(flag: string, text: string): number[] {
+  const ns = text.split(',').map((part) => Number(part.trim()));
+  if (ns.length === 0 || ns.some((n) => !Number.isSafeInteger(n) || n < 1 || n > 1_000_000)) {
+    process.stderr.write(`${flag} must be a comma-separated list of counts between 1 and 1000000, got ${JSON.stringify(text)}\n`);
+    process.exit(2);
+  }
+  return ns;
+}
+
+function plan(): { plan: Plan; out: string | null } {
   const { values } = parseArgs({
     options: {
       n: { type: 'string' },
+      'rx-n': { type: 'string' },
+      only: { type: 'string' },
       rounds: { type: 'string' },
       quick: { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -51,12 +74,18 @@ function plan(): { plan: Plan; out: string } {
     process.exit(0);
   }
   const quick = values.quick ?? false;
-  let ns = quick ? [1000] : [5000, 20000];
-  if (values.n !== undefined) {
-    ns = values.n.split(',').map((part) => Number(part.trim()));
-    if (ns.length === 0 || ns.some((n) => !Number.isSafeInteger(n) || n < 1 || n > 1_000_000)) {
-      process.stderr.write(`--n must be a comma-separated list of counts between 1 and 1000000, got ${JSON.stringify(values.n)}\n`);
-      process.exit(2);
+  const ns = values.n === undefined ? (quick ? [1000] : [5000, 20000]) : counts('--n', values.n);
+  const rxNs = values['rx-n'] === undefined ? (quick ? [1000] : [5000, 20000]) : counts('--rx-n', values['rx-n']);
+  const sections = new Set<Section>(SECTIONS);
+  if (values.only !== undefined) {
+    sections.clear();
+    for (const part of values.only.split(',').map((x) => x.trim())) {
+      const known = SECTIONS.find((name) => name === part);
+      if (!known) {
+        process.stderr.write(`--only takes a comma-separated list of ${SECTIONS.join(', ')}; got ${JSON.stringify(part)}\n`);
+        process.exit(2);
+      }
+      sections.add(known);
     }
   }
   const rounds = values.rounds === undefined ? (quick ? 1 : 3) : Number(values.rounds);
@@ -67,6 +96,8 @@ function plan(): { plan: Plan; out: string } {
   return {
     plan: {
       ns,
+      rxNs,
+      sections,
       rounds,
       latencyCount: quick ? 20 : 50,
       coldCount: quick ? 5 : 15,
@@ -77,7 +108,8 @@ function plan(): { plan: Plan; out: string } {
       bigCounts: quick ? [32, 96] : [64, 192],
       quick,
     },
-    out: resolve(values.out ?? join(ROOT, 'bench', 'results.md')),
+    // A partial run doesn't overwrite the full run's results unless asked to.
+    out: values.out !== undefined ? resolve(values.out) : values.only !== undefined ? null : join(ROOT, 'bench', 'results.md'),
   };
 }
 
@@ -513,6 +545,118 @@ function table(): string {
   return lines.join('\n');
 }
 
+interface AtOnce {
+  n: number;
+  rate: number;
+  ceiling: number;
+  lanes: number;
+  errors: string;
+  cpuPerK: number;
+  ceilingCpuPerK: number;
+}
+
+/** The bare loop's width for the machine's own ceiling against the slow receivers (issue 16's reference). */
+const WIDE_LANES = 400;
+
+/** Deployments the model is shown for (invocations draining at once). */
+const MODEL_KS = [16, 64, 256];
+
+function quotedFor(latencyMs: number): number {
+  return latencyMs === 50 ? PG_NET_QUOTED['50 ms'] : PG_NET_QUOTED['200 ms'];
+}
+
+function receiverRows(run: ReceiverRun, ceiling: CeilingRun): void {
+  const what = `slow receiver ${run.latencyMs} ms, N=${run.n}`;
+  const quoted = quotedFor(run.latencyMs);
+  const times = run.rate / quoted;
+  const share = run.rate / ceiling.rate;
+  row(`${what}: throughput (commit → last response row)`, `${fmt(run.rate)} req/s (${run.elapsedMs} ms)`);
+  row(`${what}: × pg_net (${quoted} req/s, quoted, not measured here)`, `${fmt(times, 1)}×`, '≥ 4×', times >= 4);
+  row(
+    `${what}: peak requests in flight (counted at the receiver)`,
+    `${run.peakInFlight}`,
+    run.latencyMs === 200 ? '≥ 300' : '',
+    run.latencyMs === 200 ? run.peakInFlight >= 300 : null,
+  );
+  row(
+    `${what}: invocations used`,
+    `${run.invocations.logged} (the Worker's drain log lines); ${run.invocations.heartbeat ?? 'n/a'} (net._worker_status.last_drain: ${run.invocations.source})`,
+  );
+  row(
+    `${what}: the Worker's own counts (last_drain): most waiting for headers in one invocation / rows out at once`,
+    `${run.invocations.peakHeaderWaits ?? 'n/a'} / ${run.invocations.workerPeakInFlight ?? 'n/a'}`,
+    run.invocations.peakHeaderWaits === null ? '' : '≤ 6',
+    run.invocations.peakHeaderWaits === null ? null : run.invocations.peakHeaderWaits <= 6,
+  );
+  const byName = Object.entries(run.dbPeakByName).map(([name, count]) => `${name}: ${count}`).join(', ');
+  row(
+    `${what}: database connections used (pg_stat_activity, sampled every 100 ms)`,
+    `peak ${run.dbPeak} at once (${byName || 'none seen'}), ${run.dbSessions} sessions in all; ${run.triggers} trigger drain(s), ${run.triggersAtOnce} at once`,
+    '≤ 4 per trigger',
+    run.dbPeak <= 4 * Math.max(1, run.triggersAtOnce),
+  );
+  row(
+    `${what}: the machine's ceiling, a bare fetch loop in one workerd with ${ceiling.lanes} at once (${ceiling.n} requests; the receiver saw ${ceiling.peakInFlight} at once)`,
+    `${fmt(ceiling.rate)} req/s; drain ÷ this: ${fmt(share * 100, 1)}%`,
+    '≥ 70%',
+    share >= 0.7,
+  );
+  row(
+    `${what}: errors / duplicates / never arrived`,
+    `${run.errors} / ${run.duplicates} / ${run.missing}`,
+    '0 / 0 / 0',
+    run.errors === 0 && run.duplicates === 0 && run.missing === 0,
+  );
+  row(`${what}: workerd CPU ms per 1000 requests / machine busy`, `${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} / ${fmt(run.cpu.machineBusy * 100)}%`);
+  const m = model(run, MODEL_KS);
+  row(
+    `${what}: MODEL, not measured — K invocations at once, each with the in-flight requests one had here`,
+    m === null
+      ? 'n/a (no invocation count or no rate)'
+      : `${fmt(m.perInvocation, 1)} in flight per invocation (${m.perInvocationSource}), a slot's cycle ${fmt(m.cycleMs)} ms (peak ÷ req/s): ` +
+          m.atCycle.map((x) => `K=${x.k}: ${fmt(x.rate)}`).join(', ') +
+          ` req/s; with the cycle at the receiver's ${run.latencyMs} ms alone (upper bound): ` +
+          m.atLatency.map((x) => `K=${x.k}: ${fmt(x.rate)}`).join(', ') +
+          ' req/s',
+  );
+}
+
+/** One table: at once and the slow receivers, pg_net's quoted figures beside them. */
+function receiverTable(
+  atOnce: AtOnce[],
+  receivers: { run: ReceiverRun; ceiling: CeilingRun; wide: CeilingRun }[],
+): string {
+  const lines = [
+    `pg_net's figures: ${PG_NET_SOURCE}. At once: the best of the alternating runs above.`,
+    '',
+    `| receiver answers | N | pg_net (quoted) | pg-net-edge | × pg_net | peak in flight | invocations (log lines / heartbeat) | database connections: peak (sessions in all) | bare loop, same in flight | drain ÷ loop | bare loop, ${WIDE_LANES} at once | drain ÷ it | errors / dup. / never arrived | workerd CPU ms per 1,000 |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const a of atOnce) {
+    lines.push(
+      `| at once | ${a.n} | ${PG_NET_QUOTED['at once']} | ${fmt(a.rate)} | ${fmt(a.rate / PG_NET_QUOTED['at once'], 1)}× | — | — | — | ${fmt(a.ceiling)} (${a.lanes} at once) | ${fmt((a.rate / a.ceiling) * 100)}% | — | — | ${a.errors} | ${fmt(a.cpuPerK)} (bare loop ${fmt(a.ceilingCpuPerK)}) |`,
+    );
+  }
+  for (const { run, ceiling, wide } of receivers) {
+    const quoted = quotedFor(run.latencyMs);
+    lines.push(
+      `| after ${run.latencyMs} ms | ${run.n} | ${quoted} | ${fmt(run.rate)} | ${fmt(run.rate / quoted, 1)}× | ${run.peakInFlight} | ${run.invocations.logged} / ${run.invocations.heartbeat ?? 'n/a'}${run.triggers > 1 ? ` (${run.triggers} triggers, ${run.triggersAtOnce} at once: a cron tick came during the run)` : ''} | ${run.dbPeak} (${run.dbSessions}) | ${fmt(ceiling.rate)} (${ceiling.lanes} at once) | ${fmt((run.rate / ceiling.rate) * 100)}% | ${fmt(wide.rate)} | ${fmt((run.rate / wide.rate) * 100)}% | ${run.errors} / ${run.duplicates} / ${run.missing} | ${fmt((run.cpu.workerdCpuMs / run.n) * 1000)} |`,
+    );
+  }
+  const models = receivers.map(({ run }) => ({ run, m: model(run, MODEL_KS) })).filter((x) => x.m !== null);
+  if (models.length > 0) {
+    lines.push('', '**MODEL, not measured**: K invocations draining at once, each holding as many requests in flight as one did here (the Worker\'s last_drain.peak_header_waits when it reports one, else peak in flight ÷ the invocations of the triggers running at once), each request taking a slot as long as here (peak in flight ÷ req/s), or only the receiver\'s latency (an upper bound). It leaves out the database\'s record rate, per-origin caps and the receiver\'s own limit.', '');
+    lines.push(`| receiver answers | N | in flight per invocation | slot cycle | ${MODEL_KS.map((k) => `K=${k}`).join(' | ')} | ${MODEL_KS.map((k) => `K=${k}, cycle = latency`).join(' | ')} |`);
+    lines.push(`|---|---|---|---|${MODEL_KS.map(() => '---|').join('')}${MODEL_KS.map(() => '---|').join('')}`);
+    for (const { run, m } of models) {
+      lines.push(
+        `| after ${run.latencyMs} ms | ${run.n} | ${fmt(m!.perInvocation, 1)} | ${fmt(m!.cycleMs)} ms | ${m!.atCycle.map((x) => fmt(x.rate)).join(' | ')} | ${m!.atLatency.map((x) => fmt(x.rate)).join(' | ')} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
 async function main(): Promise<number> {
   const { plan: p, out } = plan();
   progress(`pg-net-edge benchmark${p.quick ? ' (quick)' : ''}: N = ${p.ns.join(', ')}`);
@@ -538,7 +682,8 @@ async function main(): Promise<number> {
     // approaches what each costs undisturbed. Errors and duplicates count from every drain run
     // (the worst counts); memory from the first.
     const memoryRows: { n: number; deltaMiB: number; peakMiB: number; hwmMiB: number; fds: number }[] = [];
-    for (const n of p.ns) {
+    const atOnce: AtOnce[] = [];
+    for (const n of p.sections.has('at-once') ? p.ns : []) {
       const ceilings: Awaited<ReturnType<typeof ceilingRate>>[] = [];
       const tps: ThroughputResult[] = [];
       // One invocation's ceiling too: on Cloudflare an invocation has only 6 connections waiting
@@ -599,6 +744,11 @@ async function main(): Promise<number> {
           // workerd runs each isolate on one thread: if that thread is the limit, the ratio can't beat this.
           ` (ratio if workerd's thread is the limit: ${fmt((best.cpu.workerdCpuMs / Math.max(1, tp.memory.workerdCpuMs)) * 100)}%)`,
       );
+      atOnce.push({ n, rate: tp.rate, ceiling, lanes: stack.concurrency, errors: `${tp.errors} / ${tp.duplicates} / ${tp.missing}`, cpuPerK: (tp.memory.workerdCpuMs / n) * 1000, ceilingCpuPerK: (best.cpu.workerdCpuMs / n) * 1000 });
+      row(
+        `at once, N=${n}: × pg_net (${PG_NET_QUOTED['at once']} req/s, quoted: ${PG_NET_SOURCE})`,
+        `${fmt(tp.rate / PG_NET_QUOTED['at once'], 1)}×`,
+      );
       memoryRows.push({
         n,
         deltaMiB: mib(tp.memory.peakRssKb - tp.baselineKb),
@@ -608,70 +758,101 @@ async function main(): Promise<number> {
       });
     }
 
-    // 3. Latency, idle then under a trickle; dedicated connections so polling never queues the writes.
-    const idle = await latencyIdle(stack, p.latencyCount, writer, poller);
-    await settle(stack);
-    const lingerMs = stack.lingerMs;
-    const coldGapMs = lingerMs + 500;
-    const cold = await latencyIdle(stack, p.coldCount, writer, poller, coldGapMs);
-    await settle(stack);
-    const trickle = await latencyTrickle(stack, p.trickleSeconds, writer, poller);
-    await settle(stack);
-    const pairs = await latencyPairs(stack, p.pairs, writer, poller);
-    await settle(stack);
-    for (const [label, result] of [
-      [`idle, 200 ms apart (the last drain still lingering, LINGER_MS=${lingerMs})`, idle],
-      [`idle, ${coldGapMs} ms apart (a new drain each time)`, cold],
-      ['trickle 1/100 ms', trickle],
-      ['nudge during a running drain', pairs],
-    ] as const) {
-      const missing = result.arrival.filter((x) => Number.isNaN(x)).length;
-      const arrival = result.arrival.filter((x) => !Number.isNaN(x));
-      const p50 = percentile(arrival, 50);
-      const p99 = percentile(arrival, 99);
-      row(
-        `commit → arrival p50 / p99, ${label} (n=${result.arrival.length})`,
-        `${fmt(p50)} / ${fmt(p99)} ms${missing ? ` (${missing} never arrived)` : ''}`,
-        '< 20 / < 100 ms',
-        missing === 0 && p50 < 20 && p99 < 100,
-      );
-      // A row not visible within the limit counts as infinitely late.
-      const visible = result.visible.map((x) => (Number.isNaN(x) ? Number.POSITIVE_INFINITY : x));
-      const late = (x: number) => (x === Number.POSITIVE_INFINITY ? `> ${VISIBLE_LIMIT_MS}` : fmt(x));
-      const notVisible = visible.filter((x) => x === Number.POSITIVE_INFINITY).length;
-      row(
-        `commit → response row visible p50 / p99, ${label}`,
-        `${late(percentile(visible, 50))} / ${late(percentile(visible, 99))} ms${notVisible ? ` (${notVisible} not visible within ${VISIBLE_LIMIT_MS / 1000} s)` : ''}`,
-      );
+    // Slow receivers: 50 and 200 ms, each N; the drain, then the bare loop with as many in flight.
+    const receivers: { run: ReceiverRun; ceiling: CeilingRun; wide: CeilingRun }[] = [];
+    if (p.sections.has('latency')) {
+      const deps: ReceiverDeps = {
+        progress,
+        enqueue: (urls, timeouts) => enqueue(stack.sql, urls, timeouts),
+        waitRecorded: (lo, hi, n, label, limitMs) => waitRecorded(stack, lo, hi, n, label, limitMs),
+        hits: (prefix) => hitsFor(stack, prefix),
+        settle: () => settle(stack),
+      };
+      for (const latencyMs of [50, 200] as const) {
+        // The machine's ceiling whatever the drain reached: issue 16's reference, 400 at once
+        // (past ~300 in flight one workerd thread is the limit).
+        const wide = await receiverCeiling(stack, deps, latencyMs, p.quick ? 1000 : 5000, WIDE_LANES, runId);
+        row(`slow receiver ${latencyMs} ms: the machine's ceiling, a bare fetch loop in one workerd with ${WIDE_LANES} at once (${wide.n} requests; the receiver saw ${wide.peakInFlight} at once)`, `${fmt(wide.rate)} req/s`);
+        for (const n of p.rxNs) {
+          const run = await receiverRun(stack, deps, latencyMs, n, runId);
+          // The ceiling's rate is a steady state: 5,000 requests measure it as well as 20,000 and take a quarter of the time.
+          const ceiling = await receiverCeiling(stack, deps, latencyMs, Math.min(n, 5000), Math.max(1, run.peakInFlight), runId);
+          receivers.push({ run, ceiling, wide });
+          receiverRows(run, ceiling);
+          row(`slow receiver ${latencyMs} ms, N=${n}: drain ÷ the bare loop with ${WIDE_LANES} at once`, `${fmt((run.rate / wide.rate) * 100, 1)}%`);
+          if (run.firstError) notes.push(`slow receiver ${latencyMs} ms, N=${n}: first error: ${run.firstError}`);
+          if (ceiling.errors > 0) notes.push(`slow receiver ceiling ${latencyMs} ms, N=${n}: ${ceiling.errors} fetch errors`);
+          notes.push(`slow receiver ${latencyMs} ms, N=${n}: ${describeDrains(drainsSince(stack, run.startedAt))}`);
+        }
+      }
     }
 
-    if (stuck.length > 0) {
-      const r = stack.relay.stats;
-      notes.push(
-        `${stuck.length} latency probe(s) not visible within ${VISIBLE_LIMIT_MS / 1000} s (first ${Math.min(3, stuck.length)} below); relay: ${r.notifications} notifications, ${r.nudgesSent} nudges sent, ${r.nudgesFailed} failed${r.lastError ? ` (last: ${r.lastError})` : ''}`,
-      );
-    }
-    for (const s of stuck.slice(0, 3)) {
-      const arrived = (await arrivalsFor(stack, s.path)).get(s.path);
-      const [row0] = await stack.sql<{ queued: boolean; lease_owner: string | null; attempts: number | null; recorded: boolean }[]>`
-        select exists(select 1 from net.http_request_queue where id = ${s.id}::bigint) as queued,
-               (select lease_owner from net.http_request_queue where id = ${s.id}::bigint) as lease_owner,
-               (select attempts from net.http_request_queue where id = ${s.id}::bigint) as attempts,
-               exists(select 1 from net._http_response where id = ${s.id}::bigint) as recorded`;
-      const around = stack.drainLogs.filter((d) => Math.abs(d.at - s.sentAt) < 3000).map((d) => `${d.trigger}:${d.claimed}/${d.stopped}@${d.at - s.sentAt}ms`);
-      notes.push(
-        `request ${s.id} (${s.path}) not visible within ${VISIBLE_LIMIT_MS / 1000} s: ${arrived === undefined ? 'never arrived at the target' : `arrived ${arrived - s.sentAt} ms after commit`}; now queued=${row0?.queued} lease=${row0?.lease_owner ?? 'none'} attempts=${row0?.attempts ?? '-'} recorded=${row0?.recorded}; drains ending ±3 s: ${around.join(', ') || 'none'}`,
-      );
-    }
+    if (p.sections.has('other')) {
+      // 3. Latency, idle then under a trickle; dedicated connections so polling never queues the writes.
+      const idle = await latencyIdle(stack, p.latencyCount, writer, poller);
+      await settle(stack);
+      const lingerMs = stack.lingerMs;
+      const coldGapMs = lingerMs + 500;
+      const cold = await latencyIdle(stack, p.coldCount, writer, poller, coldGapMs);
+      await settle(stack);
+      const trickle = await latencyTrickle(stack, p.trickleSeconds, writer, poller);
+      await settle(stack);
+      const pairs = await latencyPairs(stack, p.pairs, writer, poller);
+      await settle(stack);
+      for (const [label, result] of [
+        [`idle, 200 ms apart (the last drain still lingering, LINGER_MS=${lingerMs})`, idle],
+        [`idle, ${coldGapMs} ms apart (a new drain each time)`, cold],
+        ['trickle 1/100 ms', trickle],
+        ['nudge during a running drain', pairs],
+      ] as const) {
+        const missing = result.arrival.filter((x) => Number.isNaN(x)).length;
+        const arrival = result.arrival.filter((x) => !Number.isNaN(x));
+        const p50 = percentile(arrival, 50);
+        const p99 = percentile(arrival, 99);
+        row(
+          `commit → arrival p50 / p99, ${label} (n=${result.arrival.length})`,
+          `${fmt(p50)} / ${fmt(p99)} ms${missing ? ` (${missing} never arrived)` : ''}`,
+          '< 20 / < 100 ms',
+          missing === 0 && p50 < 20 && p99 < 100,
+        );
+        // A row not visible within the limit counts as infinitely late.
+        const visible = result.visible.map((x) => (Number.isNaN(x) ? Number.POSITIVE_INFINITY : x));
+        const late = (x: number) => (x === Number.POSITIVE_INFINITY ? `> ${VISIBLE_LIMIT_MS}` : fmt(x));
+        const notVisible = visible.filter((x) => x === Number.POSITIVE_INFINITY).length;
+        row(
+          `commit → response row visible p50 / p99, ${label}`,
+          `${late(percentile(visible, 50))} / ${late(percentile(visible, 99))} ms${notVisible ? ` (${notVisible} not visible within ${VISIBLE_LIMIT_MS / 1000} s)` : ''}`,
+        );
+      }
 
-    // 4. Head of line.
-    const hol = await headOfLine(stack, p.holSlow, p.holFast);
-    row(
-      `head of line: last of ${p.holFast} fast responses recorded (with ${p.holSlow} × 5 s)`,
-      `${fmt(hol.lastFastMs)} ms after commit (slow ones: ${fmt(hol.lastSlowMs)} ms); errors fast ${hol.fastErrors}, slow ${hol.slowErrors}`,
-      'well under 5 s (< 2500 ms)',
-      hol.lastFastMs < 2500 && hol.fastErrors === 0,
-    );
+      if (stuck.length > 0) {
+        const r = stack.relay.stats;
+        notes.push(
+          `${stuck.length} latency probe(s) not visible within ${VISIBLE_LIMIT_MS / 1000} s (first ${Math.min(3, stuck.length)} below); relay: ${r.notifications} notifications, ${r.nudgesSent} nudges sent, ${r.nudgesFailed} failed${r.lastError ? ` (last: ${r.lastError})` : ''}`,
+        );
+      }
+      for (const s of stuck.slice(0, 3)) {
+        const arrived = (await arrivalsFor(stack, s.path)).get(s.path);
+        const [row0] = await stack.sql<{ queued: boolean; lease_owner: string | null; attempts: number | null; recorded: boolean }[]>`
+          select exists(select 1 from net.http_request_queue where id = ${s.id}::bigint) as queued,
+                 (select lease_owner from net.http_request_queue where id = ${s.id}::bigint) as lease_owner,
+                 (select attempts from net.http_request_queue where id = ${s.id}::bigint) as attempts,
+                 exists(select 1 from net._http_response where id = ${s.id}::bigint) as recorded`;
+        const around = stack.drainLogs.filter((d) => Math.abs(d.at - s.sentAt) < 3000).map((d) => `${d.trigger}:${d.claimed}/${d.stopped}@${d.at - s.sentAt}ms`);
+        notes.push(
+          `request ${s.id} (${s.path}) not visible within ${VISIBLE_LIMIT_MS / 1000} s: ${arrived === undefined ? 'never arrived at the target' : `arrived ${arrived - s.sentAt} ms after commit`}; now queued=${row0?.queued} lease=${row0?.lease_owner ?? 'none'} attempts=${row0?.attempts ?? '-'} recorded=${row0?.recorded}; drains ending ±3 s: ${around.join(', ') || 'none'}`,
+        );
+      }
+
+      // 4. Head of line.
+      const hol = await headOfLine(stack, p.holSlow, p.holFast);
+      row(
+        `head of line: last of ${p.holFast} fast responses recorded (with ${p.holSlow} × 5 s)`,
+        `${fmt(hol.lastFastMs)} ms after commit (slow ones: ${fmt(hol.lastSlowMs)} ms); errors fast ${hol.fastErrors}, slow ${hol.slowErrors}`,
+        'well under 5 s (< 2500 ms)',
+        hol.lastFastMs < 2500 && hol.fastErrors === 0,
+      );
+    }
 
     // 5. Memory.
     const bound = (stack.concurrency * stack.maxResponseBytes) / 1024 / 1024;
@@ -690,39 +871,41 @@ async function main(): Promise<number> {
         flat,
       );
     }
-    // Two sizes: the rise must stay put when the queue of big responses triples. The baseline is
-    // the bare fetch loop reading the same bodies (what workerd itself takes to fetch 1 MB bodies
-    // at this concurrency), measured first for every size: RSS only grows back slowly, so
-    // whichever runs later looks cheaper, and the drain is the one measured later.
-    const bares = [];
-    for (const count of p.bigCounts) bares.push(await bareBigBodies(stack, count));
-    const bigs = [];
-    for (const [i, count] of p.bigCounts.entries()) bigs.push({ count, bare: bares[i]!, ...(await bigBodies(stack, count)) });
-    for (const big of bigs) {
-      const rise = mib(big.memory.peakRssKb - big.baselineKb);
-      const bareRise = mib(big.bare.memory.peakRssKb - big.bare.baselineKb);
-      row(
-        `bare fetch loop, 1 MB bodies (${big.count} requests, concurrency ${stack.concurrency}): workerd RSS rise`,
-        `+${fmt(bareRise, 1)} MiB; ${big.bare.errors} errors`,
-      );
-      row(
-        `workerd peak RSS with 1 MB bodies (${big.count} requests)`,
-        `${fmt(mib(big.memory.peakRssKb), 1)} MiB (+${fmt(rise, 1)} MiB over idle, ${fmt(rise / Math.max(1, bareRise), 1)}× the bare loop's rise; VmHWM ${fmt(mib(big.memory.hwmKb), 1)} MiB); ${big.errors} errors, ${fmt(big.elapsedMs)} ms`,
-        `rise ≤ concurrency × max response = ${stack.concurrency} × ${fmt(stack.maxResponseBytes / 1048576, 0)} MiB = ${fmt(bound)} MiB`,
-        rise <= bound && big.errors === 0,
-      );
-    }
-    if (bigs.length >= 2) {
-      const a = bigs[0]!;
-      const b = bigs[bigs.length - 1]!;
-      const ra = mib(a.memory.peakRssKb - a.baselineKb);
-      const rb = mib(b.memory.peakRssKb - b.baselineKb);
-      row(
-        `1 MB bodies: memory vs queue length (${a.count} → ${b.count} requests)`,
-        `+${fmt(ra, 1)} → +${fmt(rb, 1)} MiB`,
-        'independent of N (≤ 1.5× + 16 MiB)',
-        rb <= ra * 1.5 + 16,
-      );
+    if (p.sections.has('other')) {
+      // Two sizes: the rise must stay put when the queue of big responses triples. The baseline is
+      // the bare fetch loop reading the same bodies (what workerd itself takes to fetch 1 MB bodies
+      // at this concurrency), measured first for every size: RSS only grows back slowly, so
+      // whichever runs later looks cheaper, and the drain is the one measured later.
+      const bares = [];
+      for (const count of p.bigCounts) bares.push(await bareBigBodies(stack, count));
+      const bigs = [];
+      for (const [i, count] of p.bigCounts.entries()) bigs.push({ count, bare: bares[i]!, ...(await bigBodies(stack, count)) });
+      for (const big of bigs) {
+        const rise = mib(big.memory.peakRssKb - big.baselineKb);
+        const bareRise = mib(big.bare.memory.peakRssKb - big.bare.baselineKb);
+        row(
+          `bare fetch loop, 1 MB bodies (${big.count} requests, concurrency ${stack.concurrency}): workerd RSS rise`,
+          `+${fmt(bareRise, 1)} MiB; ${big.bare.errors} errors`,
+        );
+        row(
+          `workerd peak RSS with 1 MB bodies (${big.count} requests)`,
+          `${fmt(mib(big.memory.peakRssKb), 1)} MiB (+${fmt(rise, 1)} MiB over idle, ${fmt(rise / Math.max(1, bareRise), 1)}× the bare loop's rise; VmHWM ${fmt(mib(big.memory.hwmKb), 1)} MiB); ${big.errors} errors, ${fmt(big.elapsedMs)} ms`,
+          `rise ≤ concurrency × max response = ${stack.concurrency} × ${fmt(stack.maxResponseBytes / 1048576, 0)} MiB = ${fmt(bound)} MiB`,
+          rise <= bound && big.errors === 0,
+        );
+      }
+      if (bigs.length >= 2) {
+        const a = bigs[0]!;
+        const b = bigs[bigs.length - 1]!;
+        const ra = mib(a.memory.peakRssKb - a.baselineKb);
+        const rb = mib(b.memory.peakRssKb - b.baselineKb);
+        row(
+          `1 MB bodies: memory vs queue length (${a.count} → ${b.count} requests)`,
+          `+${fmt(ra, 1)} → +${fmt(rb, 1)} MiB`,
+          'independent of N (≤ 1.5× + 16 MiB)',
+          rb <= ra * 1.5 + 16,
+        );
+      }
     }
 
     // Report.
@@ -736,16 +919,22 @@ async function main(): Promise<number> {
       `- machine: ${machine}`,
       `- software: Node ${process.version}, workerd ${versionOf('workerd')} (miniflare ${versionOf('miniflare')}), postgres.js ${versionOf('postgres')}, ${stack.databaseLabel}`,
       `- Worker settings: ${settings}`,
-      `- run: \`npm run bench${p.quick ? ' -- --quick' : p.ns.join(',') === '5000,20000' ? '' : ` -- --n ${p.ns.join(',')}`}\` (${fmt((Date.now() - started) / 1000)} s); see bench/README.md for what each figure means`,
+      `- run: \`npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\` (${fmt((Date.now() - started) / 1000)} s); see bench/README.md for what each figure means`,
       '',
       table(),
       '',
+      ...(receivers.length || atOnce.length ? [receiverTable(atOnce, receivers), ''] : []),
       ...(notes.length ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
     ].join('\n');
     process.stdout.write(`\n${table()}\n\n`);
+    if (receivers.length || atOnce.length) process.stdout.write(`${receiverTable(atOnce, receivers)}\n\n`);
     for (const note of notes) process.stdout.write(`note: ${note}\n`);
-    writeFileSync(out, text);
-    progress(`written to ${out}`);
+    if (out !== null) {
+      writeFileSync(out, text);
+      progress(`written to ${out}`);
+    } else {
+      progress('--only: not written (pass --out to write the table)');
+    }
     return 0;
   } finally {
     if (cron) clearInterval(cron);

@@ -20,6 +20,8 @@ export const DRAIN_CRON = '* * * * *';
 
 export interface DrainLog {
   at: number;
+  /** "drain", or an executor's own event if the Worker logs one (the fan-out may run executors that log apart). */
+  event?: string;
   trigger?: string;
   claimed?: number;
   recorded?: number;
@@ -178,7 +180,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       handleRuntimeStdio(stdout, stderr) {
         for (const stream of [stdout, stderr]) {
           createInterface({ input: stream }).on('line', (line) => {
-            const start = line.indexOf('{"event":"drain"');
+            // A drain's (or an executor's) end-of-run line: one per invocation that drained.
+            const start = line.search(/\{"event":"(drain|[a-z_-]*exec[a-z_-]*)"/);
             if (start >= 0) {
               try {
                 drainLogs.push({ ...(JSON.parse(line.slice(start)) as Omit<DrainLog, "at">), at: Date.now() });
