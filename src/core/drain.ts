@@ -59,6 +59,11 @@ export interface DrainExtras {
    * slow targets (see baseWaitMs): this drain asks for more only while its own stays near it.
    */
   baseWaitMs?: number;
+  /**
+   * Sends a request some other way than this drain's own fetch (a Worker's executors): its
+   * outcome, or null when it was not sent (the row is given back to the queue).
+   */
+  runner?: (request: ClaimedRequest) => Promise<Outcome | null>;
 }
 
 /** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
@@ -226,6 +231,7 @@ export class Drain {
   private medianWait = 0;
   private headerWaitTotal = 0;
   private readonly onSaturated: DrainExtras['onSaturated'];
+  private readonly runner: DrainExtras['runner'];
   /** See CONGESTED_FACTOR: the lowest median wait a helper was asked for at (0: none yet), and headerWaits then. */
   private baseWait: number;
   private waitsAtHelper = Number.NEGATIVE_INFINITY;
@@ -312,6 +318,7 @@ export class Drain {
     this.sql = sql;
     this.fetchSlots = opts.fetchSlots ?? Infinity;
     this.onSaturated = extras.onSaturated;
+    this.runner = extras.runner;
     this.baseWait = extras.baseWaitMs ?? 0;
     this.rawFetch = fetchFn;
     this.opts = opts;
@@ -791,10 +798,21 @@ export class Drain {
     this.inFlight++;
     this.startedAt.set(request.id, Date.now());
     const reservation = { bytes: 0 };
-    const done: Promise<Outcome> = request.invalid
+    const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
-      : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
-    const finish = (outcome: Outcome): void => {
+      : this.runner
+        ? this.runner(request)
+        : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
+    const finish = (outcome: Outcome | null): void => {
+      if (outcome === null) {
+        // Not sent (it waited too long, or its executor failed before answering): give it back.
+        this.inFlight--;
+        this.startedAt.delete(request.id);
+        this.unsent.push(request.id);
+        this.giveBack();
+        this.signal();
+        return;
+      }
       this.inFlight--;
       // The body's reservation becomes the outcome's size (synced below).
       this.readingBytes -= reservation.bytes;

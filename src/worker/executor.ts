@@ -1,0 +1,125 @@
+// An executor: a request to this Worker itself (ctx.exports loopback) carrying claimed rows in
+// its body. It answers with headers at once — so the coordinator's header-wait slot frees within
+// milliseconds — and streams each outcome back as NDJSON as it finishes. It never touches the
+// database (the coordinator claims and records), so executors add no connections. Its requests
+// go through its own invocation's accountant (limits.ts): at most 6 waiting for headers.
+import { Buffer } from 'node:buffer';
+import { execute } from '../core/execute.ts';
+import { errorOutcome } from '../core/drain.ts';
+import { Deadlines } from '../core/deadlines.ts';
+import { destinationPolicy } from '../core/destination.ts';
+import type { ClaimedRequest } from '../core/claim.ts';
+import type { ExecuteOptions, Outcome } from '../core/types.ts';
+import { InvocationLimits } from './limits.ts';
+import { probeWithBudget } from './probe.ts';
+
+/** A claimed row on the wire: its body as base64. */
+export type WireRow = Omit<ClaimedRequest, 'body'> & { body: string | null };
+
+export interface ExecutorJob {
+  rows: WireRow[];
+  maxResponseBytes: number;
+  userAgent: string;
+  /** pg_net.denied_destinations / allowed_destinations as the coordinator read them. */
+  denied: string | null;
+  allowed: string | null;
+  subrequestLimit: number;
+  /** A row not started within this long of the job's arrival is handed back unsent (its lease). */
+  maxWaitMs: number;
+}
+
+/** One NDJSON line of an executor's answer. */
+export type ExecutorLine =
+  | { outcome: Outcome }
+  | { unsent: string }
+  | { done: { peak_header_waits: number; subrequests: number } };
+
+/** Lines are written in batches this often: one write per outcome costs CPU on both sides. */
+const WRITE_EVERY_MS = 4;
+
+export function toWire(row: ClaimedRequest): WireRow {
+  return { ...row, body: row.body === null ? null : Buffer.from(row.body).toString('base64') };
+}
+
+function fromWire(row: WireRow): ClaimedRequest {
+  return { ...row, body: row.body === null ? null : new Uint8Array(Buffer.from(row.body, 'base64')) };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Parses and checks a job (it comes from this Worker's own coordinator through the loopback). */
+export function parseJob(value: unknown): ExecutorJob | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const job = value as Partial<ExecutorJob>;
+  if (!Array.isArray(job.rows) || typeof job.maxResponseBytes !== 'number' || typeof job.userAgent !== 'string') return null;
+  if (typeof job.subrequestLimit !== 'number' || typeof job.maxWaitMs !== 'number') return null;
+  return job as ExecutorJob;
+}
+
+/** Runs a job and answers at once with a stream of ExecutorLines. */
+export function runExecutor(job: ExecutorJob, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): Response {
+  const arrived = Date.now();
+  const probes = Math.min(20, Math.floor(job.rows.length / 10));
+  const limits = new InvocationLimits({ subrequestLimit: job.subrequestLimit });
+  const deadlines = new Deadlines();
+  const options: ExecuteOptions = {
+    maxResponseBytes: job.maxResponseBytes,
+    userAgent: job.userAgent,
+    destinations: destinationPolicy(job.denied, job.allowed),
+    deadlines,
+    canConnect: probeWithBudget(probes),
+  };
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = writable.getWriter();
+  const encoder = new TextEncoder();
+  let pending: string[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = (): void => {
+    timer = undefined;
+    if (pending.length === 0) return;
+    const text = pending.join('');
+    pending = [];
+    writer.write(encoder.encode(text)).catch(() => {});
+  };
+  const emit = (line: ExecutorLine): void => {
+    pending.push(`${JSON.stringify(line)}\n`);
+    timer ??= setTimeout(flush, WRITE_EVERY_MS);
+  };
+
+  const work = (async () => {
+    const running: Promise<void>[] = [];
+    for (const wire of job.rows) {
+      // Started in order as header-wait slots free, never past the row's lease.
+      const slot = await limits.acquire();
+      if (Date.now() - arrived > job.maxWaitMs || limits.subrequestsLeft() <= probes) {
+        slot();
+        emit({ unsent: String(wire.id) });
+        continue;
+      }
+      const row = fromWire(wire);
+      const done = row.invalid
+        ? Promise.resolve(errorOutcome(row.id, row.invalid, 'invalid_request'))
+        : execute(row, limits.fetchWith(fetchFn, slot), options);
+      running.push(
+        // The slot is freed when headers arrive; also when execute ended without fetching.
+        done.finally(slot).then(
+          (outcome) => emit({ outcome }),
+          (error: unknown) => emit({ outcome: errorOutcome(row.id, `internal error: ${messageOf(error)}`) }),
+        ),
+      );
+    }
+    await Promise.all(running);
+    deadlines.clear();
+    emit({ done: { peak_header_waits: limits.peak, subrequests: limits.subrequests } });
+    if (timer !== undefined) clearTimeout(timer);
+    flush();
+    await writer.close();
+  })().catch(async (error: unknown) => {
+    // Rows without a line are handed back by the coordinator (it knows what it sent).
+    await writer.abort(error).catch(() => {});
+  });
+  waitUntil(work);
+  return new Response(readable, { headers: { 'content-type': 'application/x-ndjson' } });
+}
