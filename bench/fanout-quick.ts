@@ -8,7 +8,7 @@ import { startStack } from './stack.ts';
 
 const n = Number(process.argv[2] ?? 5000);
 const delays = (process.argv[3] ?? '0,200').split(',').map(Number);
-const stack = await startStack({ progress: (line) => console.error(line) });
+const stack = await startStack({ progress: (line) => console.error(line), vars: JSON.parse(process.env.BENCH_VARS ?? "{}") as Record<string, string> });
 try {
   for (const delay of delays) {
     const label = `q${delay}x${Date.now().toString(36)}`;

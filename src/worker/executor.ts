@@ -49,21 +49,49 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** Parses and checks a job (it comes from this Worker's own coordinator through the loopback). */
-export function parseJob(value: unknown): ExecutorJob | null {
+/** Parses and checks a job's first line (it comes from this Worker's own coordinator through the loopback). */
+export function parseJob(value: unknown): Omit<ExecutorJob, 'rows'> | null {
   if (typeof value !== 'object' || value === null) return null;
   const job = value as Partial<ExecutorJob>;
-  if (!Array.isArray(job.rows) || typeof job.maxResponseBytes !== 'number' || typeof job.userAgent !== 'string') return null;
+  if (typeof job.maxResponseBytes !== 'number' || typeof job.userAgent !== 'string') return null;
   if (typeof job.subrequestLimit !== 'number' || typeof job.maxWaitMs !== 'number') return null;
   return job as ExecutorJob;
 }
 
-/** Runs a job and answers at once with a stream of ExecutorLines. */
-export function runExecutor(job: ExecutorJob, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): Response {
-  const arrived = Date.now();
-  const probes = Math.min(20, Math.floor(job.rows.length / 10));
+/** The NDJSON lines of a stream, as they arrive. */
+async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    rest += value;
+    let from = 0;
+    let end = rest.indexOf('\n');
+    while (end >= 0) {
+      yield rest.slice(from, end);
+      from = end + 1;
+      end = rest.indexOf('\n', from);
+    }
+    rest = rest.slice(from);
+  }
+  if (rest.trim() !== '') yield rest;
+}
+
+/**
+ * Runs an executor: `body` streams the job (first line) and then rows, as the coordinator hands
+ * them over. Answers at once with a stream of ExecutorLines; ends once the coordinator has closed
+ * its stream and every row has an answer.
+ */
+export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
+  const input = lines(body);
+  const first = await input.next();
+  const job = first.done ? null : parseJob(JSON.parse(first.value));
+  if (!job) return Response.json({ error: 'bad executor job' }, { status: 400 });
   const limits = new InvocationLimits({ subrequestLimit: job.subrequestLimit });
   const deadlines = new Deadlines();
+  // TCP probes classify vague failures (see probe.ts); each is a subrequest too.
+  const probes = Math.min(20, Math.floor(job.subrequestLimit / 10));
   const options: ExecuteOptions = {
     maxResponseBytes: job.maxResponseBytes,
     userAgent: job.userAgent,
@@ -88,36 +116,53 @@ export function runExecutor(job: ExecutorJob, fetchFn: typeof fetch, waitUntil: 
     timer ??= setTimeout(flush, WRITE_EVERY_MS);
   };
 
-  const work = (async () => {
-    const running: Promise<void>[] = [];
-    for (const wire of job.rows) {
-      // Started in order as header-wait slots free, never past the row's lease.
+  // Rows start in arrival order as header-wait slots free, never past their lease.
+  const queue: { wire: WireRow; at: number }[] = [];
+  const running = new Set<Promise<void>>();
+  let starting = false;
+  const startRows = async (): Promise<void> => {
+    if (starting) return;
+    starting = true;
+    while (queue.length > 0) {
       const slot = await limits.acquire();
-      if (Date.now() - arrived > job.maxWaitMs || limits.subrequestsLeft() <= probes) {
+      const { wire, at } = queue.shift()!;
+      if (Date.now() - at > job.maxWaitMs || limits.subrequestsLeft() <= probes) {
         slot();
         emit({ unsent: String(wire.id) });
         continue;
       }
       const row = fromWire(wire);
-      const done = row.invalid
+      const done: Promise<void> = (row.invalid
         ? Promise.resolve(errorOutcome(row.id, row.invalid, 'invalid_request'))
-        : execute(row, limits.fetchWith(fetchFn, slot), options);
-      running.push(
+        : execute(row, limits.fetchWith(fetchFn, slot), options)
+      )
         // The slot is freed when headers arrive; also when execute ended without fetching.
-        done.finally(slot).then(
+        .finally(slot)
+        .then(
           (outcome) => emit({ outcome }),
           (error: unknown) => emit({ outcome: errorOutcome(row.id, `internal error: ${messageOf(error)}`) }),
-        ),
-      );
+        )
+        .finally(() => running.delete(done));
+      running.add(done);
     }
-    await Promise.all(running);
+    starting = false;
+  };
+
+  const work = (async () => {
+    const starters: Promise<void>[] = [];
+    for await (const line of input) {
+      queue.push({ wire: JSON.parse(line) as WireRow, at: Date.now() });
+      starters.push(startRows());
+    }
+    await Promise.all(starters);
+    while (running.size > 0) await Promise.all([...running]);
     deadlines.clear();
     emit({ done: { peak_header_waits: limits.peak, subrequests: limits.subrequests } });
     if (timer !== undefined) clearTimeout(timer);
     flush();
     await writer.close();
   })().catch(async (error: unknown) => {
-    // Rows without a line are handed back by the coordinator (it knows what it sent).
+    // Rows without a line are given back by the coordinator (it knows what it handed over).
     await writer.abort(error).catch(() => {});
   });
   waitUntil(work);

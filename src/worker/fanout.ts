@@ -1,23 +1,27 @@
-// The coordinator's side of the fan-out: rows the drain starts are handed to executors (requests
-// to this Worker itself, see executor.ts) a few at a time. The coordinator keeps the database
-// connection, claims and records; executors only send. How many executors run follows the
-// backlog: rows waiting / rows per executor (one per header-wait slot of an invocation), capped
-// by EXECUTORS. A per-origin cap (ORIGIN_CONCURRENCY) on rows out at executors keeps one
-// receiver from being flooded.
+// The coordinator's side of the fan-out. The coordinator keeps the database connection, claims
+// and records; rows the drain starts go to executors (requests to this Worker itself, see
+// executor.ts), which only send. An executor is a lane: one request whose body streams rows in
+// (NDJSON, as they are handed to it) and whose response streams outcomes back, so one call
+// carries many rows and its header-wait slot here frees as soon as it answers. Lanes follow the
+// backlog: a new one opens only when every open lane holds rowsPerExecutor rows (one per
+// header-wait slot of its invocation), up to EXECUTORS; an idle lane is closed. A per-origin cap
+// (ORIGIN_CONCURRENCY) on rows out at executors keeps one receiver from being flooded.
 import type { ClaimedRequest } from '../core/claim.ts';
 import type { Outcome } from '../core/types.ts';
 import { toWire, type ExecutorJob, type ExecutorLine } from './executor.ts';
 import type { InvocationLimits } from './limits.ts';
 
 export interface FanoutOptions {
-  /** Executors running at once at most (EXECUTORS). */
+  /** Lanes (executor invocations) open at once at most (EXECUTORS). */
   executors: number;
-  /** Rows one executor takes: its header-wait slots, so each starts at once. */
+  /** Rows one lane holds at once: its invocation's header-wait slots, so each starts at once. */
   rowsPerExecutor: number;
   /** Rows of one origin out at executors at once at most (ORIGIN_CONCURRENCY). */
   originConcurrency: number;
-  /** What every job carries besides its rows. */
+  /** What every executor is told first. */
   job: Omit<ExecutorJob, 'rows'>;
+  /** A lane with no rows for this long is closed. Default 100 ms. */
+  idleMs?: number;
 }
 
 export interface FanoutStats {
@@ -36,6 +40,13 @@ interface Waiting {
   resolve: (outcome: Outcome | null) => void;
 }
 
+interface Lane {
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  rows: Map<string, Waiting>;
+  closed: boolean;
+  idleSince: number;
+}
+
 function originOf(url: string): string {
   try {
     return new URL(url).origin;
@@ -44,32 +55,38 @@ function originOf(url: string): string {
   }
 }
 
-/** Calls one executor: a loopback request with the job as its body. */
-export type CallExecutor = (body: string) => Promise<Response>;
+/** Calls one executor: a loopback request whose body is the stream of job lines. */
+export type CallExecutor = (body: ReadableStream<Uint8Array>) => Promise<Response>;
+
+const encoder = new TextEncoder();
 
 export class Fanout {
   private pending: Waiting[] = [];
-  private open = 0;
+  private readonly lanes = new Set<Lane>();
   private calls = 0;
   private inFlight = 0;
   private peakInFlight = 0;
   private peakExecutorWaits = 0;
   private readonly perOrigin = new Map<string, number>();
   private scheduled = false;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
   private lastError: string | undefined;
+  private readonly idleMs: number;
 
   constructor(
     private readonly call: CallExecutor,
     private readonly limits: InvocationLimits,
     private readonly opts: FanoutOptions,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.idleMs = opts.idleMs ?? 100;
+  }
 
   /** Sends a row through an executor: its outcome, or null if it was not sent (give it back). */
   run(row: ClaimedRequest): Promise<Outcome | null> {
     return new Promise((resolve) => {
       this.pending.push({ row, origin: originOf(row.url), at: this.now(), resolve });
-      // Rows the drain starts in one turn go out together, in as few executors as fit.
+      // Rows the drain starts in one turn go out together: one write per lane.
       if (!this.scheduled) {
         this.scheduled = true;
         queueMicrotask(() => {
@@ -78,6 +95,14 @@ export class Fanout {
         });
       }
     });
+  }
+
+  /** Ends every lane (the drain is over): executors finish what they hold and stop. */
+  close(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    for (const lane of this.lanes) this.endLane(lane);
+    for (const w of this.pending.splice(0)) w.resolve(null);
   }
 
   stats(): FanoutStats {
@@ -91,90 +116,132 @@ export class Fanout {
   private dispatch(): void {
     const now = this.now();
     // Rows that waited past their lease's margin go back unsent (a later drain takes them).
-    this.pending = this.pending.filter((w) => {
-      if (now - w.at <= this.opts.job.maxWaitMs) return true;
-      w.resolve(null);
-      return false;
-    });
-    while (this.pending.length > 0 && this.open < this.opts.executors && this.limits.subrequestsLeft() > 0) {
-      const batch = this.take();
-      if (batch.length === 0) break;
-      this.start(batch);
+    if (this.pending.length > 0 && now - this.pending[0]!.at > this.opts.job.maxWaitMs) {
+      this.pending = this.pending.filter((w) => {
+        if (now - w.at <= this.opts.job.maxWaitMs) return true;
+        w.resolve(null);
+        return false;
+      });
     }
-  }
-
-  /** Up to rowsPerExecutor pending rows, in order, skipping origins at their cap. */
-  private take(): Waiting[] {
-    const batch: Waiting[] = [];
+    if (this.pending.length === 0) return;
+    const batches = new Map<Lane, Waiting[]>();
     const rest: Waiting[] = [];
+    // Fill open lanes first; open another only when all are full.
+    const open = [...this.lanes].filter((l) => !l.closed && l.rows.size < this.opts.rowsPerExecutor);
     for (const w of this.pending) {
       const out = this.perOrigin.get(w.origin) ?? 0;
-      if (batch.length < this.opts.rowsPerExecutor && out < this.opts.originConcurrency) {
-        this.perOrigin.set(w.origin, out + 1);
-        batch.push(w);
-      } else {
+      if (out >= this.opts.originConcurrency) {
         rest.push(w);
+        continue;
       }
+      let lane = open[0];
+      if (!lane) {
+        if (this.lanes.size >= this.opts.executors || this.limits.subrequestsLeft() <= 0) {
+          rest.push(w);
+          continue;
+        }
+        lane = this.openLane();
+        open.push(lane);
+      }
+      this.perOrigin.set(w.origin, out + 1);
+      lane.rows.set(String(w.row.id), w);
+      this.inFlight++;
+      const batch = batches.get(lane) ?? [];
+      batch.push(w);
+      batches.set(lane, batch);
+      if (lane.rows.size >= this.opts.rowsPerExecutor) open.shift();
     }
     this.pending = rest;
-    return batch;
+    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    for (const [lane, batch] of batches) {
+      const text = batch.map((w) => `${JSON.stringify(toWire(w.row))}\n`).join('');
+      lane.writer.write(encoder.encode(text)).catch(() => {});
+    }
   }
 
-  private start(batch: Waiting[]): void {
-    this.open++;
+  private openLane(): Lane {
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const lane: Lane = { writer: writable.getWriter(), rows: new Map(), closed: false, idleSince: 0 };
+    this.lanes.add(lane);
     this.calls++;
-    this.inFlight += batch.length;
-    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
-    const byId = new Map(batch.map((w) => [String(w.row.id), w]));
-    const settle = (id: string, outcome: Outcome | null): void => {
-      const w = byId.get(id);
-      if (!w) return;
-      byId.delete(id);
-      this.inFlight--;
-      const out = (this.perOrigin.get(w.origin) ?? 1) - 1;
-      if (out <= 0) this.perOrigin.delete(w.origin);
-      else this.perOrigin.set(w.origin, out);
-      w.resolve(outcome);
-    };
-    const job: ExecutorJob = { ...this.opts.job, rows: batch.map((w) => toWire(w.row)) };
+    lane.writer.write(encoder.encode(`${JSON.stringify(this.opts.job)}\n`)).catch(() => {});
     this.limits
-      .fetchWith((_input, init) => this.call(String(init?.body)))('https://pg-net-edge.internal/execute', { method: 'POST', body: JSON.stringify(job) })
+      .fetchWith((_input, init) => this.call(init!.body as ReadableStream<Uint8Array>))('https://pg-net-edge.internal/execute', { method: 'POST', body: readable })
       .then(async (response) => {
         if (!response.ok || !response.body) throw new Error(`executor answered ${response.status}: ${await response.text()}`);
-        await this.read(response.body, settle);
+        await this.read(response.body, lane);
       })
       .catch((error: unknown) => {
         this.lastError = `executor: ${error instanceof Error ? error.message : String(error)}`;
       })
       .finally(() => {
         // Rows the executor never answered for are given back: at-least-once.
-        for (const id of [...byId.keys()]) settle(id, null);
-        this.open--;
+        for (const id of [...lane.rows.keys()]) this.settle(lane, id, null);
+        this.endLane(lane);
+        this.lanes.delete(lane);
         this.dispatch();
       });
+    return lane;
   }
 
-  private async read(body: ReadableStream<Uint8Array>, settle: (id: string, outcome: Outcome | null) => void): Promise<void> {
+  private endLane(lane: Lane): void {
+    if (lane.closed) return;
+    lane.closed = true;
+    lane.writer.close().catch(() => {});
+  }
+
+  private settle(lane: Lane, id: string, outcome: Outcome | null): void {
+    const w = lane.rows.get(id);
+    if (!w) return;
+    lane.rows.delete(id);
+    this.inFlight--;
+    const out = (this.perOrigin.get(w.origin) ?? 1) - 1;
+    if (out <= 0) this.perOrigin.delete(w.origin);
+    else this.perOrigin.set(w.origin, out);
+    if (lane.rows.size === 0) {
+      lane.idleSince = this.now();
+      this.armIdle();
+    }
+    w.resolve(outcome);
+  }
+
+  /** Closes lanes idle for idleMs (checked on one timer). */
+  private armIdle(): void {
+    if (this.idleTimer !== undefined) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const now = this.now();
+      let waiting = false;
+      for (const lane of this.lanes) {
+        if (lane.closed || lane.rows.size > 0) continue;
+        if (now - lane.idleSince >= this.idleMs) this.endLane(lane);
+        else waiting = true;
+      }
+      if (waiting) this.armIdle();
+    }, this.idleMs);
+  }
+
+  private async read(body: ReadableStream<Uint8Array>, lane: Lane): Promise<void> {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let rest = '';
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
       rest += value;
-      let end = rest.indexOf('\n');
       let from = 0;
+      let end = rest.indexOf('\n');
+      let freed = false;
       while (end >= 0) {
-        this.line(JSON.parse(rest.slice(from, end)) as ExecutorLine, settle);
+        const line = JSON.parse(rest.slice(from, end)) as ExecutorLine;
+        if ('outcome' in line) this.settle(lane, String(line.outcome.id), line.outcome);
+        else if ('unsent' in line) this.settle(lane, line.unsent, null);
+        else this.peakExecutorWaits = Math.max(this.peakExecutorWaits, line.done.peak_header_waits);
+        freed = true;
         from = end + 1;
         end = rest.indexOf('\n', from);
       }
       rest = rest.slice(from);
+      if (freed && this.pending.length > 0) this.dispatch();
     }
-  }
-
-  private line(line: ExecutorLine, settle: (id: string, outcome: Outcome | null) => void): void {
-    if ('outcome' in line) settle(String(line.outcome.id), line.outcome);
-    else if ('unsent' in line) settle(line.unsent, null);
-    else this.peakExecutorWaits = Math.max(this.peakExecutorWaits, line.done.peak_header_waits);
   }
 }

@@ -12,7 +12,7 @@ import { probeWithBudget } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 import { LISTENER_NAME, listenerWake } from './listener.ts';
 import { Fanout } from './fanout.ts';
-import { parseJob, runExecutor } from './executor.ts';
+import { runExecutor } from './executor.ts';
 import { HEADER_WAIT_LIMIT, InvocationLimits } from './limits.ts';
 import type { ClaimedRequest } from '../core/claim.ts';
 
@@ -169,7 +169,7 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
     const fanout =
       settings.executors > 0 && loopback
         ? new Fanout(
-            (body) => loopback({ props: { executor: true } }).fetch('https://pg-net-edge.internal/execute', { method: 'POST', body }),
+            (body) => loopback({ props: { executor: true } }).fetch('https://pg-net-edge.internal/execute', { method: 'POST', body, duplex: 'half' } as RequestInit),
             limits,
             {
               executors: settings.executors,
@@ -212,6 +212,7 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
     });
     run.drain = drain;
     const stats = await drain.run();
+    fanout?.close();
     if (fanout) Object.assign(stats, fanout.stats());
     else stats.peak_header_waits = limits.peak;
     stats.last_error ??= fanout?.error();
@@ -365,10 +366,9 @@ export default {
   },
 };
 
-async function executorResponse(request: Request, ctx: ExecutionContext): Promise<Response> {
-  const job = parseJob(await request.json().catch(() => null));
-  if (!job) return Response.json({ error: 'bad executor job' }, { status: 400 });
-  return runExecutor(job, (input, init) => fetch(input, init), (p) => ctx.waitUntil(p));
+function executorResponse(request: Request, ctx: ExecutionContext): Promise<Response> {
+  if (!request.body) return Promise.resolve(Response.json({ error: 'bad executor job' }, { status: 400 }));
+  return runExecutor(request.body, (input, init) => fetch(input, init), (p) => ctx.waitUntil(p));
 }
 
 /** Keeps the Listener Durable Object started (its alarm keeps the session up between pings). */
