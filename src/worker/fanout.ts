@@ -22,6 +22,11 @@ export interface FanoutOptions {
   job: Omit<ExecutorJob, 'rows'>;
   /** A lane with no rows for this long is closed. Default 100 ms. */
   idleMs?: number;
+  /**
+   * Sends a row from the coordinator itself, through a header-wait slot it holds (see dispatch):
+   * its own free slots are capacity too, and a row sent here costs no encoding on either side.
+   */
+  local?: (row: ClaimedRequest, slot: () => void) => Promise<Outcome>;
 }
 
 export interface FanoutStats {
@@ -124,6 +129,8 @@ export class Fanout {
       });
     }
     if (this.pending.length === 0) return;
+    this.sendLocally();
+    if (this.pending.length === 0) return;
     const batches = new Map<Lane, Waiting[]>();
     const rest: Waiting[] = [];
     // Fill open lanes first; open another only when all are full.
@@ -157,6 +164,42 @@ export class Fanout {
       const text = batch.map((w) => `${JSON.stringify(toWire(w.row))}\n`).join('');
       lane.writer.write(encoder.encode(text)).catch(() => {});
     }
+  }
+
+  /**
+   * Rows the coordinator's own free header-wait slots can take, less one kept for opening lanes
+   * (the database sockets hold theirs), and never the last of its subrequests (lanes need them).
+   */
+  private sendLocally(): void {
+    const local = this.opts.local;
+    if (!local) return;
+    let i = 0;
+    while (i < this.pending.length && this.limits.free > 1 && this.limits.subrequestsLeft() > this.opts.executors + 10) {
+      const w = this.pending[i]!;
+      const out = this.perOrigin.get(w.origin) ?? 0;
+      if (out >= this.opts.originConcurrency) {
+        i++;
+        continue;
+      }
+      const slot = this.limits.tryAcquire();
+      if (!slot) break;
+      this.pending.splice(i, 1);
+      this.perOrigin.set(w.origin, out + 1);
+      this.inFlight++;
+      const done = (outcome: Outcome | null): void => {
+        this.inFlight--;
+        this.release(w.origin);
+        w.resolve(outcome);
+      };
+      local(w.row, slot).then(done, () => done(null));
+    }
+    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+  }
+
+  private release(origin: string): void {
+    const out = (this.perOrigin.get(origin) ?? 1) - 1;
+    if (out <= 0) this.perOrigin.delete(origin);
+    else this.perOrigin.set(origin, out);
   }
 
   private openLane(): Lane {
@@ -195,9 +238,7 @@ export class Fanout {
     if (!w) return;
     lane.rows.delete(id);
     this.inFlight--;
-    const out = (this.perOrigin.get(w.origin) ?? 1) - 1;
-    if (out <= 0) this.perOrigin.delete(w.origin);
-    else this.perOrigin.set(w.origin, out);
+    this.release(w.origin);
     if (lane.rows.size === 0) {
       lane.idleSince = this.now();
       this.armIdle();

@@ -15,6 +15,9 @@ import { Fanout } from './fanout.ts';
 import { runExecutor } from './executor.ts';
 import { HEADER_WAIT_LIMIT, InvocationLimits } from './limits.ts';
 import type { ClaimedRequest } from '../core/claim.ts';
+import { Deadlines } from '../core/deadlines.ts';
+import { execute } from '../core/execute.ts';
+import type { ExecuteOptions } from '../core/types.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export { Listener } from './listener.ts';
@@ -166,6 +169,15 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
     const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
     const loopback = ctx.exports?.default;
+    const probes = probeBudget(settings.subrequestLimit);
+    const localDeadlines = new Deadlines();
+    const localOptions: ExecuteOptions = {
+      maxResponseBytes: settings.maxResponseBytes,
+      userAgent: settings.userAgent,
+      destinations: settings.destinations,
+      deadlines: localDeadlines,
+      canConnect: probeWithBudget(probes),
+    };
     const fanout =
       settings.executors > 0 && loopback
         ? new Fanout(
@@ -184,6 +196,7 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
                 // Sent well within the lease, as the drain's own rows are (see fill in drain.ts).
                 maxWaitMs: settings.leaseMarginMs / 2,
               },
+              local: (row, slot) => execute(row, limits.fetchWith((input, init) => fetch(input, init), slot), localOptions).finally(slot),
             },
           )
         : null;
@@ -213,6 +226,7 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
     run.drain = drain;
     const stats = await drain.run();
     fanout?.close();
+    localDeadlines.clear();
     if (fanout) Object.assign(stats, fanout.stats());
     else stats.peak_header_waits = limits.peak;
     stats.last_error ??= fanout?.error();
