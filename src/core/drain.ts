@@ -6,6 +6,7 @@
 // after the lease expires (at-least-once, never lost).
 import type postgres from 'postgres';
 import { claim, release, type ClaimedRequest } from './claim.ts';
+import { systemClock, type Clock } from './clock.ts';
 import { Deadlines } from './deadlines.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
@@ -47,23 +48,12 @@ export interface DrainExtras {
    */
   memoryLimitBytes?: number;
   /**
-   * Called (repeatedly; the caller rate-limits) while the drain's fetch slots
-   * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow ('slow'),
-   * or its slots are stuck on slow requests while the queue may hold more ('stuck', see
-   * saturated()). A Worker answers by starting another drain in another invocation, which has
-   * slots of its own (passing it baseWaitMs, see below), and returns true when it did.
-   */
-  onSaturated?: (reason: 'slow' | 'stuck', baseWaitMs: number) => boolean | void;
-  /**
-   * The median header wait (ms) at which a drain that started this one asked for help against
-   * slow targets (see baseWaitMs): this drain asks for more only while its own stays near it.
-   */
-  baseWaitMs?: number;
-  /**
    * Sends a request some other way than this drain's own fetch (a Worker's executors): its
    * outcome, or null when it was not sent (the row is given back to the queue).
    */
   runner?: (request: ClaimedRequest) => Promise<Outcome | null>;
+  /** Time for every decision (default the system clock; tests pass a fake one). */
+  clock?: Clock;
 }
 
 /** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
@@ -95,7 +85,7 @@ const STUCK_MIN_MS = 100;
  * so the rows waiting must outlast it (with 4 × concurrency ahead, 15% of freed slots found
  * nothing to start); by time rather than by `concurrency`, because a drain with few fetch slots
  * and fast targets starts thousands per second, and one with slow targets should not hold rows
- * its helpers could send.
+ * other drains could send.
  */
 const AHEAD_MS = 250;
 const MIN_AHEAD_WAIT_MS = 1000;
@@ -115,35 +105,7 @@ const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
  * below the hint that an expired lease freed.
  */
 const FULL_CLAIM_EVERY_MS = 5000;
-/**
- * With fetch slots all taken and rows waiting, the drain is saturated (see saturated()) only if
- * responses take at least this long to start (targetsSlow): then one invocation's slots limit
- * the rate (5 slots at 100 ms: 50 requests/s) and a helper drain multiplies it.
- */
-const HELPER_WAIT_MS = 10;
-/**
- * Against slow targets, after a helper started, the next is asked for only once RECENT_WAITS
- * responses have come in since, and only while their median wait is under this × the lowest
- * median at which one was asked for (inherited by helpers). A target that can't answer more
- * at once (one worker, a rate limit) answers every request later when more are sent: helpers
- * then only lengthen its waits (seen: 7 drains holding 14 requests at a one-at-a-time target,
- * waits 30 → 200 ms, nothing sent faster).
- */
-const CONGESTED_FACTOR = 1.5;
-/**
- * The drain's timer firing late means its isolate is busy: header waits then measure the
- * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
- * would add to the backlog — seen as a cascade of 15-20 helpers at 70 ms waits where one drain
- * alone waited 3 ms and was faster. Slow targets count only while under half of the timer's
- * recent firings were BUSY_LAG_MS late (a moving share, so a GC pause or a preempted thread
- * doesn't veto); stuck slots only while the largest lateness of the last 1-2 BUSY_HOLD_MS (one
- * long stall makes every slot look stuck) is under half their wait.
- */
-const BUSY_LAG_MS = HELPER_WAIT_MS / 2;
-const BUSY_HOLD_MS = 1000;
-/** Weight of the latest firing in the moving share of late ones. */
-const LATE_WEIGHT = 0.1;
-/** Header waits that targetsSlow looks at (the most recent). */
+/** Header waits stuckAfterMs looks at (the most recent). */
 const RECENT_WAITS = 16;
 /** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
 const SUSPECTED_GAP_MS = 250;
@@ -230,11 +192,8 @@ export class Drain {
   /** The median of recentWaits when stuckAfter was computed. */
   private medianWait = 0;
   private headerWaitTotal = 0;
-  private readonly onSaturated: DrainExtras['onSaturated'];
   private readonly runner: DrainExtras['runner'];
-  /** See CONGESTED_FACTOR: the lowest median wait a helper was asked for at (0: none yet), and headerWaits then. */
-  private baseWait: number;
-  private waitsAtHelper = Number.NEGATIVE_INFINITY;
+  private readonly clock: Clock;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
   private completed = 0;
@@ -289,18 +248,8 @@ export class Drain {
 
   private dirty = false;
   private wake: (() => void) | null = null;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: unknown;
   private timerAt = 0;
-  /**
-   * The largest lateness of the drain's timer (see BUSY_LAG_MS) in the current BUSY_HOLD_MS
-   * window and in the one before: two windows, so the memory doesn't lapse at a window's end.
-   */
-  private lagWindowAt = 0;
-  private lagNow = 0;
-  private lagBefore = 0;
-  /** Moving share of the timer's firings that were BUSY_LAG_MS late (LATE_WEIGHT). */
-  private lateShare = 0;
-
   private readonly executeOptions: ExecuteOptions;
   /** Every request's timeout on one timer (see deadlines.ts). */
   private readonly deadlines = new Deadlines();
@@ -317,9 +266,8 @@ export class Drain {
     };
     this.sql = sql;
     this.fetchSlots = opts.fetchSlots ?? Infinity;
-    this.onSaturated = extras.onSaturated;
     this.runner = extras.runner;
-    this.baseWait = extras.baseWaitMs ?? 0;
+    this.clock = extras.clock ?? systemClock;
     this.rawFetch = fetchFn;
     this.opts = opts;
     this.owner = extras.owner ?? crypto.randomUUID();
@@ -339,7 +287,7 @@ export class Drain {
    * One reaction per request does both.
    */
   private send(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, reservation: { bytes: number }): Promise<Response> {
-    const wait = { at: Date.now() };
+    const wait = { at: this.clock.now() };
     this.waiting.add(wait);
     return this.rawFetch(input, init).then(
       (response) => {
@@ -405,12 +353,12 @@ export class Drain {
    */
   poke(): boolean {
     if (this.closed || this.databaseDown || this.requestsLeft() <= 0) return false;
-    if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
+    if (this.running && this.clock.now() - this.started >= this.opts.budgetMs) return false;
     // Past half its claim window a drain would leave the new rows with longer timeouts unclaimed
     // (they must fit before its hard limit): a new drain takes this nudge instead. Lingering
     // drains (LINGER_MS) make old drains common enough for this to matter.
     const window = this.opts.hardLimitMs - this.slackMs;
-    if (this.running && window - (Date.now() - this.started) < window / 2) return false;
+    if (this.running && window - (this.clock.now() - this.started) < window / 2) return false;
     this.pokes++;
     this.empty = 'no';
     // Flags only, no wake-up: poke() runs in another request's context, and in workerd a drain
@@ -435,15 +383,12 @@ export class Drain {
         // One timer serves many turns: the loop wakes on nearly every completion and then asks for
         // the same ~10 ms tick again, so a pending timer due no later than wanted is kept rather
         // than cleared and re-armed per request. Waking early is harmless (the loop re-checks).
-        const at = Date.now() + Math.max(0, ms);
+        const at = this.clock.now() + Math.max(0, ms);
         if (this.timer !== undefined && this.timerAt <= at) return;
-        if (this.timer !== undefined) clearTimeout(this.timer);
+        if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
         this.timerAt = at;
-        this.timer = setTimeout(() => {
+        this.timer = this.clock.setTimeout(() => {
           this.timer = undefined;
-          // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
-          const firedAt = Date.now();
-          this.noteLateness(firedAt, firedAt - at);
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -518,10 +463,10 @@ export class Drain {
           // At its request cap with a full claim (more rows are likely waiting): wake a fresh drain
           // now, through NOTIFY and the relay, rather than leave them to the next cron.
           if (this.requestsLeft() <= 0 && rows.length === want && want > 0) this.handOver();
-          if (rows.length > 0) this.lastActiveAt = Date.now();
+          if (rows.length > 0) this.lastActiveAt = this.clock.now();
           // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
           if (rows.length > 0) this.dueChecked = false;
-          const claimedAt = Date.now();
+          const claimedAt = this.clock.now();
           for (const request of rows) this.ready.push({ request, claimedAt });
           this.fill();
           if (this.pokes !== pokesAtIssue) {
@@ -536,7 +481,7 @@ export class Drain {
             // Back off while the queue stays empty: 250 ms, 500 ms, … up to 4 s between looks.
             const gap = rows.length > 0 ? SUSPECTED_GAP_MS : Math.min(SUSPECTED_GAP_MAX_MS, 2 * this.suspectedGapMs);
             this.suspectedGapMs = gap;
-            this.suspectedRetryAt = Date.now() + gap;
+            this.suspectedRetryAt = this.clock.now() + gap;
           } else {
             this.empty = 'no';
             this.suspectedGapMs = SUSPECTED_GAP_MS / 2;
@@ -546,7 +491,7 @@ export class Drain {
           this.claimFailures++;
           this.lastError = `claim: ${messageOf(error)}`;
           const delay = this.backoff(this.claimFailures);
-          const at = Date.now() + delay;
+          const at = this.clock.now() + delay;
           if (this.claimFailures > this.retries || at - this.started >= this.opts.budgetMs) {
             this.databaseDown = true;
           } else {
@@ -574,7 +519,7 @@ export class Drain {
     if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
     // Measured from the first completion once `concurrency` have completed; before that from
     // the start (lower, never wild: two completions a millisecond apart made a rate that claimed
-    // the whole queue, leaving helpers nothing).
+    // the whole queue, leaving other drains nothing).
     const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
     // One slot left moving (see mostlyStuck): its own rate, one request per usual header wait.
     const perMs = this.mostlyStuck(now) ? 1 / Math.max(1, this.medianWait) : this.completed / Math.max(1, now - since);
@@ -590,7 +535,7 @@ export class Drain {
   private fill(): void {
     // Without a database their outcomes can't be recorded: leave them leased for a later drain.
     if (this.databaseDown) this.ready = [];
-    const now = Date.now();
+    const now = this.clock.now();
     while (this.ready.length > 0 && this.freeSlots(now) > 0) {
       const { request, claimedAt } = this.ready.shift()!;
       // A row that waited too long is given back unsent (a later drain takes it) rather than
@@ -610,7 +555,7 @@ export class Drain {
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
   private headersArrived(wait: { at: number }): void {
     this.waiting.delete(wait);
-    const waited = Date.now() - wait.at;
+    const waited = this.clock.now() - wait.at;
     this.recentWaits[this.headerWaits % RECENT_WAITS] = waited;
     this.headerWaits++;
     this.headerWaitTotal += waited;
@@ -646,74 +591,10 @@ export class Drain {
   }
 
   /**
-   * More work than fetch slots: every slot is stuck while the queue may hold more (slow targets
-   * would hold up the rest, and fetch slots, unlike `concurrency` slots, aren't released by being
-   * slow), or rows wait for a slot against slow targets.
-   */
-  private saturated(now: number, stuck: boolean): 'slow' | 'stuck' | null {
-    if (this.waiting.size < this.fetchSlots || !this.claimPossible(now)) return null;
-    // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
-    // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
-    // All but one slot stuck (see mostlyStuck): the rows given back wait for a helper's slots.
-    if (stuck || this.mostlyStuck(now)) return this.recentLag(now) < this.stuckAfterMs() / 2 ? 'stuck' : null;
-    // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
-    // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
-    // invocation helps only then (locally, with ~1 ms targets, it would only add statements),
-    // and only while the helpers so far haven't just made the targets slower.
-    const slow = this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
-    return slow && this.helpersPayOff() ? 'slow' : null;
-  }
-
-  /**
-   * Another helper against slow targets may pay off: the last one's effect has been measured
-   * (RECENT_WAITS responses since) and the waits haven't grown past CONGESTED_FACTOR × the
-   * lowest median a helper was asked for at.
-   */
-  private helpersPayOff(): boolean {
-    if (this.headerWaits - this.waitsAtHelper < RECENT_WAITS) return false;
-    if (this.baseWait === 0) return true;
-    this.stuckAfterMs(); // refreshes medianWait
-    return this.medianWait <= CONGESTED_FACTOR * this.baseWait;
-  }
-
-  /** One firing of the drain's timer, `late` ms after it was due (see BUSY_LAG_MS). */
-  private noteLateness(now: number, late: number): void {
-    this.rollLagWindow(now);
-    this.lagNow = Math.max(this.lagNow, late);
-    this.lateShare += LATE_WEIGHT * ((late >= BUSY_LAG_MS ? 1 : 0) - this.lateShare);
-  }
-
-  /** Starts a new BUSY_HOLD_MS window when the current one has ended; the ended one is kept only if it was the last. */
-  private rollLagWindow(now: number): void {
-    if (now - this.lagWindowAt < BUSY_HOLD_MS) return;
-    this.lagBefore = now - this.lagWindowAt < 2 * BUSY_HOLD_MS ? this.lagNow : 0;
-    this.lagNow = 0;
-    this.lagWindowAt = now;
-  }
-
-  /** The largest lateness of the drain's timer within the last one to two BUSY_HOLD_MS. */
-  private recentLag(now: number): number {
-    this.rollLagWindow(now);
-    return Math.max(this.lagNow, this.lagBefore);
-  }
-
-  /**
-   * Even the quickest of the recent responses took HELPER_WAIT_MS to start: the targets are
-   * slow. The minimum, not the mean: a busy isolate delays every response a little (so the mean
-   * rises with load and more drains would only add to it), but fast targets still answer some
-   * requests within a few ms.
-   */
-  private targetsSlow(): boolean {
-    if (this.recentWaits.length < RECENT_WAITS) return false;
-    for (const waited of this.recentWaits) if (waited < HELPER_WAIT_MS) return false;
-    return true;
-  }
-
-  /**
    * Every fetch slot taken, all but one stuck (waiting for headers longer than stuckAfterMs()),
    * the drain not wholly stuck: a few slow targets mixed with many fast ones. The rows claimed
    * ahead would queue behind the one slot left, so the drain keeps only what that slot starts in
-   * AHEAD_MS (see aheadLimit), gives back the rest and asks for a helper (see saturated). Waiting
+   * AHEAD_MS (see aheadLimit), and gives back the rest (another drain may take them). Waiting
    * until the last slot is stuck too had the fast rows trickle through one slot for seconds.
    */
   private mostlyStuck(now: number): boolean {
@@ -796,7 +677,7 @@ export class Drain {
 
   private launch(request: ClaimedRequest): void {
     this.inFlight++;
-    this.startedAt.set(request.id, Date.now());
+    this.startedAt.set(request.id, this.clock.now());
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
@@ -819,10 +700,10 @@ export class Drain {
       reservation.bytes = 0;
       this.startedAt.delete(request.id);
       this.completed++;
-      this.lastActiveAt = Date.now();
+      this.lastActiveAt = this.clock.now();
       if (this.firstDoneAt === 0) this.firstDoneAt = this.lastActiveAt;
       if (outcome.error_msg !== null) this.errors++;
-      if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
+      if (this.buffer.length === 0) this.oldestBufferedAt = this.clock.now();
       const size = outcomeSize(outcome);
       this.buffer.push(outcome);
       this.bufferSizes.push(size);
@@ -837,7 +718,7 @@ export class Drain {
         this.buffer.length === 1 ||
         this.buffer.length >= FLUSH_COUNT ||
         this.bufferBytes >= FLUSH_BYTES ||
-        this.mayClaimNow(Date.now())
+        this.mayClaimNow(this.clock.now())
       ) {
         this.signal();
       } else {
@@ -878,7 +759,7 @@ export class Drain {
     const chunk = this.buffer.splice(0, count);
     this.bufferSizes.splice(0, count);
     this.bufferBytes -= bytes;
-    if (this.buffer.length > 0) this.oldestBufferedAt = Date.now();
+    if (this.buffer.length > 0) this.oldestBufferedAt = this.clock.now();
     return { chunk, bytes };
   }
 
@@ -891,7 +772,7 @@ export class Drain {
         this.recordFailures++;
         this.lastError = `record: ${messageOf(error)}`;
         const delay = this.backoff(this.recordFailures);
-        const at = Date.now() + delay;
+        const at = this.clock.now() + delay;
         if (
           this.databaseDown ||
           this.recordFailures > this.retries ||
@@ -961,7 +842,7 @@ export class Drain {
         (rows) => {
           const ms = rows[0]?.ms;
           if (ms === null || ms === undefined) return;
-          const at = Date.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
+          const at = this.clock.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
           // Only worth waiting for if it can still be claimed within the budget.
           if (Number.isFinite(at) && at - this.started < this.opts.budgetMs) this.nextDueAt = at;
         },
@@ -1004,12 +885,12 @@ export class Drain {
   }
 
   private async loop(): Promise<DrainStats> {
-    this.started = Date.now();
+    this.started = this.clock.now();
     this.lastActiveAt = this.started;
     this.startedIso = new Date(this.started).toISOString();
     for (;;) {
       this.dirty = false;
-      const now = Date.now();
+      const now = this.clock.now();
       if (this.nextDueAt > 0 && now >= this.nextDueAt) {
         // A delayed request or HTTP retry is due: claim again, as after a poke.
         this.nextDueAt = 0;
@@ -1025,20 +906,6 @@ export class Drain {
         const keep = this.aheadLimit(now);
         if (this.ready.length > keep) this.releaseReady(keep);
       }
-      const reason = this.onSaturated ? this.saturated(now, stuck) : null;
-      if (reason !== null) {
-        // Against slow targets the base is the lowest median wait a helper was asked for at;
-        // the helper inherits it, so the whole tree stops adding load at the same point.
-        let base = this.baseWait;
-        if (reason === 'slow') {
-          this.stuckAfterMs(); // refreshes medianWait
-          base = base > 0 ? Math.min(base, this.medianWait) : this.medianWait;
-        }
-        if (this.onSaturated!(reason, base) === true && reason === 'slow') {
-          this.baseWait = base;
-          this.waitsAtHelper = this.headerWaits;
-        }
-      }
       const busy =
         this.claimInFlight ||
         this.releaseInFlight ||
@@ -1047,24 +914,24 @@ export class Drain {
         this.inFlight > 0 ||
         this.ready.length > 0 ||
         this.buffer.length > 0;
-      if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) {
-        if (this.dueCheckWanted(Date.now())) {
-          this.startDueCheck(Date.now());
+      if (!busy && !this.mayClaimNow(this.clock.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) {
+        if (this.dueCheckWanted(this.clock.now())) {
+          this.startDueCheck(this.clock.now());
           continue;
         }
-        if (!(this.nextDueAt > 0 && this.withinBudget(Date.now())) && !this.lingering(Date.now())) break;
+        if (!(this.nextDueAt > 0 && this.withinBudget(this.clock.now())) && !this.lingering(this.clock.now())) break;
       }
-      await this.sleep(this.nextTimer(Date.now()));
+      await this.sleep(this.nextTimer(this.clock.now()));
     }
     this.closed = true;
     this.deadlines.clear();
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
 
     const stats: DrainStats = {
       owner: this.owner,
       started: this.startedIso,
-      duration_ms: Date.now() - this.started,
+      duration_ms: this.clock.now() - this.started,
       claimed: this.claimed,
       recorded: this.recorded,
       errors: this.errors,
