@@ -12,7 +12,8 @@ import { execute } from './execute.ts';
 import { record } from './record.ts';
 import { heldBytes, holdBytes } from './memory.ts';
 import type { ErrorKind } from './failures.ts';
-import { HEADER_BYTES, type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
+import { flushDelay, flushDue, RecordBuffer } from './record-buffer.ts';
+import { type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 
 export interface DrainExtras {
   /** Lease owner; default crypto.randomUUID(). */
@@ -56,21 +57,6 @@ export interface DrainExtras {
   clock?: Clock;
 }
 
-/** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
-const FLUSH_COUNT = 300;
-/** …or this much content is buffered… (or flushMs after the oldest unflushed one). */
-const FLUSH_BYTES = 4 * 1024 * 1024;
-/**
- * While the drain runs flat out (no free slot, rows waiting for one) outcomes wait up to this
- * long (or FLUSH_COUNT) rather than flushMs: every record statement costs the isolate time that
- * its fetch slots then wait through, so fewer, bigger records send more. 5 fetch slots on a slow
- * VM, N = 20,000: ~1,300 statements at 5 ms and 100 → ~420 at 50 ms → ~260 at 150 ms and 300;
- * 1,550 → 1,850 → 2,000 requests/s (57% → 63% → 68% of the 5-lane bare loop).
- */
-const FLUSH_BUSY_MS = 150;
-/** Largest single record statement. */
-const RECORD_MAX_COUNT = 1000;
-const RECORD_MAX_BYTES = 8 * 1024 * 1024;
 /**
  * A request in flight longer than this stops holding one of the `concurrency` slots (up to
  * SLOW_CAP × concurrency in flight in all), so a few slow targets can't stall the fast ones.
@@ -149,16 +135,6 @@ function higherId(a: string, b: string): boolean {
   return a.length !== b.length ? a.length > b.length : a > b;
 }
 
-function outcomeSize(outcome: Outcome): number {
-  let size = 200 + (outcome.content?.length ?? 0) + (outcome.content_base64?.length ?? 0);
-  // Headers are stored twice (the object and headers_all); execute counted them once already.
-  const counted = outcome[HEADER_BYTES];
-  if (counted !== undefined) return size + 2 * counted;
-  if (outcome.headers) for (const [k, v] of Object.entries(outcome.headers)) size += k.length + v.length;
-  if (outcome.headers_all) for (const [k, v] of outcome.headers_all) size += k.length + v.length;
-  return size;
-}
-
 export class Drain {
   readonly owner: string;
   private readonly sql: postgres.Sql;
@@ -212,14 +188,10 @@ export class Drain {
   private claimAfter: string | null = null;
   private lastFullClaimAt = 0;
   private recordInFlight = false;
-  private buffer: Outcome[] = [];
-  /** outcomeSize of each buffered outcome, computed once (Object.entries per outcome adds up). */
-  private bufferSizes: number[] = [];
-  private bufferBytes = 0;
+  private readonly buffer = new RecordBuffer();
   /** outcomeSize total of the chunk the record in flight is writing (still in memory). */
   private recordingBytes = 0;
   private readonly bufferLimitBytes: number;
-  private oldestBufferedAt = 0;
   /** Bytes reserved for bodies being read: declared length, or maxResponseBytes when unknown. */
   private readingBytes = 0;
   /** This drain's share of heldBytes (reading + buffered + recording), as last reported. */
@@ -318,7 +290,7 @@ export class Drain {
   /** Reports this drain's held bytes to the isolate-wide count (memory.ts). */
   private syncHeld(): void {
     if (this.heldReleased) return;
-    const mine = this.readingBytes + this.bufferBytes + this.recordingBytes;
+    const mine = this.readingBytes + this.buffer.bytes + this.recordingBytes;
     holdBytes(mine - this.heldByMe);
     this.heldByMe = mine;
   }
@@ -336,7 +308,7 @@ export class Drain {
 
   /** No request may start: too many bytes wait to be recorded, or the isolate holds its limit. */
   private memoryFull(): boolean {
-    return this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes || heldBytes.total >= this.memoryLimitBytes;
+    return this.buffer.bytes + this.recordingBytes >= this.bufferLimitBytes || heldBytes.total >= this.memoryLimitBytes;
   }
 
   /** Runs the drain once; calling again returns the same result. */
@@ -703,11 +675,7 @@ export class Drain {
       this.lastActiveAt = this.clock.now();
       if (this.firstDoneAt === 0) this.firstDoneAt = this.lastActiveAt;
       if (outcome.error_msg !== null) this.errors++;
-      if (this.buffer.length === 0) this.oldestBufferedAt = this.clock.now();
-      const size = outcomeSize(outcome);
-      this.buffer.push(outcome);
-      this.bufferSizes.push(size);
-      this.bufferBytes += size;
+      this.buffer.push(outcome, this.clock.now());
       this.syncHeld();
       this.fill();
       // Wake the loop only when a completion gives it something to do at once: the last request
@@ -716,8 +684,7 @@ export class Drain {
       if (
         this.inFlight === 0 ||
         this.buffer.length === 1 ||
-        this.buffer.length >= FLUSH_COUNT ||
-        this.bufferBytes >= FLUSH_BYTES ||
+        this.buffer.full() ||
         this.mayClaimNow(this.clock.now())
       ) {
         this.signal();
@@ -730,41 +697,24 @@ export class Drain {
   }
 
   private flushDue(now: number): boolean {
-    if (this.recordInFlight || this.buffer.length === 0 || now < this.recordRetryAt) return false;
-    // Once the database has failed us, each record gets one attempt as soon as possible.
-    if (this.databaseDown) return true;
-    if (this.buffer.length >= FLUSH_COUNT || this.bufferBytes >= FLUSH_BYTES) return true;
-    if (now - this.oldestBufferedAt >= this.flushDelay(now)) return true;
-    // Nothing else is coming soon: don't sit on what we have.
-    return this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight;
+    return flushDue(this.buffer, {
+      now,
+      recordInFlight: this.recordInFlight,
+      retryAt: this.recordRetryAt,
+      databaseDown: this.databaseDown,
+      delayMs: this.flushDelay(now),
+      idle: this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight,
+    });
   }
 
-  /** How long the oldest buffered outcome may wait: flushMs, longer while the drain runs flat out (FLUSH_BUSY_MS). */
+  /** How long the oldest buffered outcome may wait (see flushDelay in record-buffer.ts). */
   private flushDelay(now: number): number {
-    // Held back by memory, not by busy slots: recording is what frees it.
-    if (this.memoryFull()) return this.opts.flushMs;
-    if (this.ready.length > 0 && this.freeSlots(now) === 0) return Math.max(this.opts.flushMs, FLUSH_BUSY_MS);
-    return this.opts.flushMs;
-  }
-
-  private takeChunk(): { chunk: Outcome[]; bytes: number } {
-    let count = 0;
-    let bytes = 0;
-    while (count < this.buffer.length && count < RECORD_MAX_COUNT) {
-      const size = this.bufferSizes[count]!;
-      if (count > 0 && bytes + size > RECORD_MAX_BYTES) break;
-      bytes += size;
-      count++;
-    }
-    const chunk = this.buffer.splice(0, count);
-    this.bufferSizes.splice(0, count);
-    this.bufferBytes -= bytes;
-    if (this.buffer.length > 0) this.oldestBufferedAt = this.clock.now();
-    return { chunk, bytes };
+    const memoryFull = this.memoryFull();
+    return flushDelay(this.opts.flushMs, memoryFull, !memoryFull && this.ready.length > 0 && this.freeSlots(now) === 0);
   }
 
   private startRecord(): void {
-    const { chunk, bytes } = this.takeChunk();
+    const { chunk, bytes } = this.buffer.take(this.clock.now());
     this.recordInFlight = true;
     this.recordingBytes = bytes;
     this.recordChunk(chunk)
@@ -781,11 +731,7 @@ export class Drain {
           // Give up: these rows stay leased and are claimed again after the lease expires.
           this.databaseDown = true;
         } else {
-          const sizes = chunk.map(outcomeSize);
-          this.buffer.unshift(...chunk);
-          this.bufferSizes.unshift(...sizes);
-          for (const size of sizes) this.bufferBytes += size;
-          this.oldestBufferedAt = 0;
+          this.buffer.putBack(chunk);
           this.recordRetryAt = at;
         }
       })
@@ -870,7 +816,7 @@ export class Drain {
     }
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
-      next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.flushDelay(now)));
+      next = Math.min(next, Math.max(this.recordRetryAt, this.buffer.oldestAt + this.flushDelay(now)));
     }
     // Waiting for a request to come due: keep the poke tick, so a nudge meanwhile isn't delayed.
     if (this.nextDueAt > 0) return Math.max(0, Math.min(next, this.nextDueAt, now + POKE_TICK_MS) - now);
