@@ -8,6 +8,7 @@ import type postgres from 'postgres';
 import { claim, release, type ClaimedRequest } from './claim.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { Deadlines } from './deadlines.ts';
+import { FetchSlots, type Wait } from './fetch-slots.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
 import { heldBytes, holdBytes } from './memory.ts';
@@ -58,14 +59,6 @@ export interface DrainExtras {
 }
 
 /**
- * A request in flight longer than this stops holding one of the `concurrency` slots (up to
- * SLOW_CAP × concurrency in flight in all), so a few slow targets can't stall the fast ones.
- */
-const SLOW_AFTER_MS = 1000;
-const SLOW_CAP = 2;
-/** The least time every fetch slot must have waited for headers before a drain counts as stuck. */
-const STUCK_MIN_MS = 100;
-/**
  * Rows claimed ahead of free slots: what the drain starts in this long at its completion rate,
  * at most twice batch_size (see aheadLimit). A claim under load takes 5-30 ms (up to ~150 ms),
  * so the rows waiting must outlast it (with 4 × concurrency ahead, 15% of freed slots found
@@ -91,8 +84,6 @@ const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
  * below the hint that an expired lease freed.
  */
 const FULL_CLAIM_EVERY_MS = 5000;
-/** Header waits stuckAfterMs looks at (the most recent). */
-const RECENT_WAITS = 16;
 /** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
 const SUSPECTED_GAP_MS = 250;
 const SUSPECTED_GAP_MAX_MS = 4000;
@@ -156,26 +147,13 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
-  /** When each request whose fetch has not yet resolved started waiting for headers, in start order. */
-  private readonly waiting = new Set<{ at: number }>();
-  private readonly fetchSlots: number;
-  /** Times to response headers (ms): the last RECENT_WAITS, and the count and total of all. */
-  private readonly recentWaits: number[] = [];
-  private headerWaits = 0;
-  /** stuckAfterMs's last answer and the headerWaits count it was computed at. */
-  private stuckAfter = SLOW_AFTER_MS;
-  private stuckAfterAt = -1;
-  /** The median of recentWaits when stuckAfter was computed. */
-  private medianWait = 0;
-  private headerWaitTotal = 0;
+  private readonly slots: FetchSlots;
   private readonly runner: DrainExtras['runner'];
   private readonly clock: Clock;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
   private completed = 0;
   private firstDoneAt = 0;
-  /** Start time of each request in flight, by id (to tell slow ones from the rest). */
-  private startedAt = new Map<string, number>();
   private claimInFlight = false;
   private releaseInFlight = false;
   /** With the queue looking empty and requests in flight, the next claim waits until then. */
@@ -237,7 +215,7 @@ export class Drain {
       deadlines: this.deadlines,
     };
     this.sql = sql;
-    this.fetchSlots = opts.fetchSlots ?? Infinity;
+    this.slots = new FetchSlots(opts.concurrency, opts.fetchSlots ?? Infinity);
     this.runner = extras.runner;
     this.clock = extras.clock ?? systemClock;
     this.rawFetch = fetchFn;
@@ -259,8 +237,7 @@ export class Drain {
    * One reaction per request does both.
    */
   private send(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, reservation: { bytes: number }): Promise<Response> {
-    const wait = { at: this.clock.now() };
-    this.waiting.add(wait);
+    const wait = this.slots.beginWait(this.clock.now());
     return this.rawFetch(input, init).then(
       (response) => {
         // Before headersArrived: the slot it frees is filled at once, against the new total.
@@ -399,7 +376,7 @@ export class Drain {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
     if (this.room(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
     // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
-    if (this.stuck(now)) return false;
+    if (this.slots.stuck(now)) return false;
     // Claim in big batches: while half the allowance still waits, the next claim can wait too,
     // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
     // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
@@ -486,7 +463,7 @@ export class Drain {
    */
   private aheadLimit(now: number): number {
     // A rate to go by: as many completions as requests may be in flight (or wait for headers).
-    if (this.completed < Math.min(this.opts.concurrency, this.fetchSlots) || now <= this.firstDoneAt) return 0;
+    if (this.completed < Math.min(this.opts.concurrency, this.slots.fetchSlots) || now <= this.firstDoneAt) return 0;
     // Rows may wait up to half the lease margin (see fill): with a tiny margin, don't wait at all.
     if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
     // Measured from the first completion once `concurrency` have completed; before that from
@@ -494,7 +471,7 @@ export class Drain {
     // the whole queue, leaving other drains nothing).
     const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
     // One slot left moving (see mostlyStuck): its own rate, one request per usual header wait.
-    const perMs = this.mostlyStuck(now) ? 1 / Math.max(1, this.medianWait) : this.completed / Math.max(1, now - since);
+    const perMs = this.slots.mostlyStuck(now) ? 1 / Math.max(1, this.slots.medianWait) : this.completed / Math.max(1, now - since);
     const remaining = this.opts.budgetMs - (now - this.started);
     return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
   }
@@ -525,12 +502,8 @@ export class Drain {
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
-  private headersArrived(wait: { at: number }): void {
-    this.waiting.delete(wait);
-    const waited = this.clock.now() - wait.at;
-    this.recentWaits[this.headerWaits % RECENT_WAITS] = waited;
-    this.headerWaits++;
-    this.headerWaitTotal += waited;
+  private headersArrived(wait: Wait): void {
+    this.slots.endWait(wait, this.clock.now());
     if (this.ready.length > 0) this.fill();
   }
 
@@ -542,70 +515,7 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    const headerRoom = this.fetchSlots - this.waiting.size;
-    if (headerRoom <= 0) return 0;
-    return Math.min(headerRoom, this.concurrencySlots(now));
-  }
-
-  /** Free slots by `concurrency` alone (slow requests not counted, up to SLOW_CAP × concurrency). */
-  private concurrencySlots(now: number): number {
-    const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
-    if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
-    // startedAt is in start order (a Map keeps insertion order): the slow ones come first, so
-    // counting stops at the first young one instead of visiting every request per loop turn.
-    let slow = 0;
-    for (const at of this.startedAt.values()) {
-      if (now - at < SLOW_AFTER_MS) break;
-      slow++;
-    }
-    const young = this.startedAt.size - slow;
-    return Math.max(0, Math.min(cap, this.opts.concurrency - young));
-  }
-
-  /**
-   * Every fetch slot taken, all but one stuck (waiting for headers longer than stuckAfterMs()),
-   * the drain not wholly stuck: a few slow targets mixed with many fast ones. The rows claimed
-   * ahead would queue behind the one slot left, so the drain keeps only what that slot starts in
-   * AHEAD_MS (see aheadLimit), and gives back the rest (another drain may take them). Waiting
-   * until the last slot is stuck too had the fast rows trickle through one slot for seconds.
-   */
-  private mostlyStuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots || this.fetchSlots < 2) return false;
-    const after = this.stuckAfterMs();
-    let stuck = 0;
-    // In start order: counting stops at the first young one.
-    for (const wait of this.waiting) {
-      if (now - wait.at < after) break;
-      stuck++;
-    }
-    return stuck === this.fetchSlots - 1;
-  }
-
-  /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
-  private stuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots) return false;
-    // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).
-    let youngest = 0;
-    for (const at of this.startedAt.values()) youngest = at;
-    return youngest > 0 && now - youngest >= this.stuckAfterMs();
-  }
-
-  /**
-   * How long every slot must have waited for the drain to count as stuck: ten times the usual
-   * (median recent) header wait, between STUCK_MIN_MS and SLOW_AFTER_MS. Against ~1 ms targets a
-   * 5 s one shows in 100 ms; against 100 ms targets it takes a second.
-   */
-  private stuckAfterMs(): number {
-    if (this.recentWaits.length === 0) return SLOW_AFTER_MS;
-    // Re-sorted every few responses, not on every loop turn (this runs whenever the slots are full).
-    if (this.stuckAfterAt < 0 || this.headerWaits - this.stuckAfterAt >= RECENT_WAITS / 4) {
-      const sorted = [...this.recentWaits].sort((a, b) => a - b);
-      const median = sorted[Math.floor(sorted.length / 2)]!;
-      this.medianWait = median;
-      this.stuckAfter = Math.min(SLOW_AFTER_MS, Math.max(STUCK_MIN_MS, 10 * median));
-      this.stuckAfterAt = this.headerWaits;
-    }
-    return this.stuckAfter;
+    return this.slots.free(now);
   }
 
   /** Gives back the rows claimed ahead beyond the first `keep`: stuck slots would hold them up. */
@@ -639,17 +549,14 @@ export class Drain {
 
   /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
   private nextSlowAt(now: number): number {
-    if (this.freeSlots(now) > 0 || this.waiting.size >= this.fetchSlots) return Infinity;
+    if (this.freeSlots(now) > 0) return Infinity;
     if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
-    if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
-    // In start order (see freeSlots): the first young request is the oldest young one.
-    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) return at + SLOW_AFTER_MS;
-    return Infinity;
+    return this.slots.nextSlowAt(now);
   }
 
   private launch(request: ClaimedRequest): void {
     this.inFlight++;
-    this.startedAt.set(request.id, this.clock.now());
+    this.slots.start(request.id, this.clock.now());
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
@@ -660,7 +567,7 @@ export class Drain {
       if (outcome === null) {
         // Not sent (it waited too long, or its executor failed before answering): give it back.
         this.inFlight--;
-        this.startedAt.delete(request.id);
+        this.slots.finish(request.id);
         this.unsent.push(request.id);
         this.giveBack();
         this.signal();
@@ -670,7 +577,7 @@ export class Drain {
       // The body's reservation becomes the outcome's size (synced below).
       this.readingBytes -= reservation.bytes;
       reservation.bytes = 0;
-      this.startedAt.delete(request.id);
+      this.slots.finish(request.id);
       this.completed++;
       this.lastActiveAt = this.clock.now();
       if (this.firstDoneAt === 0) this.firstDoneAt = this.lastActiveAt;
@@ -846,9 +753,9 @@ export class Drain {
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
-      const stuck = this.stuck(now);
+      const stuck = this.slots.stuck(now);
       if (stuck && this.ready.length > 0) this.releaseReady(0);
-      else if (this.ready.length > 0 && this.mostlyStuck(now)) {
+      else if (this.ready.length > 0 && this.slots.mostlyStuck(now)) {
         const keep = this.aheadLimit(now);
         if (this.ready.length > keep) this.releaseReady(keep);
       }
@@ -883,7 +790,7 @@ export class Drain {
       errors: this.errors,
       stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
     };
-    if (this.opts.fetchSlots !== undefined && this.headerWaits > 0) stats.header_wait_ms = Math.round(this.headerWaitTotal / this.headerWaits);
+    if (this.opts.fetchSlots !== undefined && this.slots.headerWaits > 0) stats.header_wait_ms = Math.round(this.slots.headerWaitTotal / this.slots.headerWaits);
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;
