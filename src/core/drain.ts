@@ -11,7 +11,7 @@ import { Deadlines } from './deadlines.ts';
 import { FetchSlots, type Wait } from './fetch-slots.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
-import { heldBytes, holdBytes } from './memory.ts';
+import { BUFFER_LIMIT_BYTES, bodyBytes, ByteBudget } from './byte-budget.ts';
 import type { ErrorKind } from './failures.ts';
 import { flushDelay, flushDue, RecordBuffer } from './record-buffer.ts';
 import { type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
@@ -72,12 +72,6 @@ const MIN_AHEAD_WAIT_MS = 1000;
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
-/**
- * Start no request while this many response bytes wait to be recorded or are being written. A
- * database slower than the targets (large bodies, a distant database) would otherwise let
- * finished responses pile up with the queue's length, past the isolate's 128 MB.
- */
-const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
 /**
  * Claims start after the highest id claimed so far (net._claim's after_id), except one in this
  * many ms and one before concluding the queue is empty: those look from the start, for rows
@@ -167,15 +161,7 @@ export class Drain {
   private lastFullClaimAt = 0;
   private recordInFlight = false;
   private readonly buffer = new RecordBuffer();
-  /** outcomeSize total of the chunk the record in flight is writing (still in memory). */
-  private recordingBytes = 0;
-  private readonly bufferLimitBytes: number;
-  /** Bytes reserved for bodies being read: declared length, or maxResponseBytes when unknown. */
-  private readingBytes = 0;
-  /** This drain's share of heldBytes (reading + buffered + recording), as last reported. */
-  private heldByMe = 0;
-  private heldReleased = false;
-  private readonly memoryLimitBytes: number;
+  private readonly bytes: ByteBudget;
 
   private empty: EmptyState = 'no';
   private pokes = 0;
@@ -227,8 +213,7 @@ export class Drain {
     this.retryBaseMs = extras.retryBaseMs ?? 200;
     this.waitForDue = extras.waitForDue ?? true;
     this.lingerMs = Math.max(0, extras.lingerMs ?? 0);
-    this.bufferLimitBytes = extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
-    this.memoryLimitBytes = extras.memoryLimitBytes ?? opts.concurrency * opts.maxResponseBytes;
+    this.bytes = new ByteBudget(extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES, extras.memoryLimitBytes ?? opts.concurrency * opts.maxResponseBytes);
   }
 
   /**
@@ -241,9 +226,7 @@ export class Drain {
     return this.rawFetch(input, init).then(
       (response) => {
         // Before headersArrived: the slot it frees is filled at once, against the new total.
-        const bytes = init?.method === 'HEAD' ? 0 : this.bodyBytes(response.headers);
-        this.readingBytes += bytes - reservation.bytes;
-        reservation.bytes = bytes;
+        this.bytes.reserve(reservation, init?.method === 'HEAD' ? 0 : bodyBytes(response.headers, this.opts.maxResponseBytes));
         this.syncHeld();
         this.headersArrived(wait);
         return response;
@@ -255,43 +238,20 @@ export class Drain {
     );
   }
 
-  /** What a body may take: its declared length when plain, else (chunked, compressed) the limit. */
-  private bodyBytes(headers: Headers): number {
-    const max = this.opts.maxResponseBytes;
-    const encoding = headers.get('content-encoding');
-    if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') return max;
-    const declared = Number(headers.get('content-length') ?? Number.NaN);
-    return Number.isFinite(declared) && declared >= 0 ? Math.min(declared, max) : max;
-  }
-
-  /** Reports this drain's held bytes to the isolate-wide count (memory.ts). */
+  /** Reports this drain's held bytes to the isolate-wide count (byte-budget.ts). */
   private syncHeld(): void {
-    if (this.heldReleased) return;
-    const mine = this.readingBytes + this.buffer.bytes + this.recordingBytes;
-    holdBytes(mine - this.heldByMe);
-    this.heldByMe = mine;
-  }
-
-  /**
-   * Gives back whatever this drain still counts, once, when it ends: an ended drain must never
-   * hold the isolate's other drains back.
-   */
-  private releaseHeld(): void {
-    if (this.heldReleased) return;
-    this.heldReleased = true;
-    holdBytes(-this.heldByMe);
-    this.heldByMe = 0;
+    this.bytes.sync(this.buffer.bytes);
   }
 
   /** No request may start: too many bytes wait to be recorded, or the isolate holds its limit. */
   private memoryFull(): boolean {
-    return this.buffer.bytes + this.recordingBytes >= this.bufferLimitBytes || heldBytes.total >= this.memoryLimitBytes;
+    return this.bytes.full(this.buffer.bytes);
   }
 
   /** Runs the drain once; calling again returns the same result. */
   run(): Promise<DrainStats> {
     // However the loop ends (even by a bug), its bytes leave the isolate's count.
-    this.running ??= this.loop().finally(() => this.releaseHeld());
+    this.running ??= this.loop().finally(() => this.bytes.release());
     return this.running;
   }
 
@@ -575,8 +535,7 @@ export class Drain {
       }
       this.inFlight--;
       // The body's reservation becomes the outcome's size (synced below).
-      this.readingBytes -= reservation.bytes;
-      reservation.bytes = 0;
+      this.bytes.finish(reservation);
       this.slots.finish(request.id);
       this.completed++;
       this.lastActiveAt = this.clock.now();
@@ -623,7 +582,7 @@ export class Drain {
   private startRecord(): void {
     const { chunk, bytes } = this.buffer.take(this.clock.now());
     this.recordInFlight = true;
-    this.recordingBytes = bytes;
+    this.bytes.recording = bytes;
     this.recordChunk(chunk)
       .catch((error: unknown) => {
         this.recordFailures++;
@@ -644,7 +603,7 @@ export class Drain {
       })
       .finally(() => {
         this.recordInFlight = false;
-        this.recordingBytes = 0;
+        this.bytes.recording = 0;
         this.syncHeld();
         this.signal();
       });
