@@ -7,6 +7,7 @@
 import type postgres from 'postgres';
 import { claim, release, type ClaimedRequest } from './claim.ts';
 import { systemClock, type Clock } from './clock.ts';
+import { aheadLimit } from './claim-ahead.ts';
 import { Deadlines } from './deadlines.ts';
 import { FetchSlots, type Wait } from './fetch-slots.ts';
 import { execute } from './execute.ts';
@@ -58,16 +59,6 @@ export interface DrainExtras {
   clock?: Clock;
 }
 
-/**
- * Rows claimed ahead of free slots: what the drain starts in this long at its completion rate,
- * at most twice batch_size (see aheadLimit). A claim under load takes 5-30 ms (up to ~150 ms),
- * so the rows waiting must outlast it (with 4 × concurrency ahead, 15% of freed slots found
- * nothing to start); by time rather than by `concurrency`, because a drain with few fetch slots
- * and fast targets starts thousands per second, and one with slow targets should not hold rows
- * other drains could send.
- */
-const AHEAD_MS = 250;
-const MIN_AHEAD_WAIT_MS = 1000;
 /** How often a busy drain checks for pokes when nothing else wakes it. */
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
@@ -417,23 +408,25 @@ export class Drain {
   /**
    * How many rows to hold claimed ahead of free slots, so a freed slot starts its next request
    * without waiting for a claim round trip (and claims come in bigger, cheaper batches): what the
-   * completion rate will start in AHEAD_MS (and before the budget ends), at most twice batch_size
+   * completion rate will start in AHEAD_MS (claim-ahead.ts) (and before the budget ends), at most twice batch_size
    * (one claim's worth waiting while the next is taken); none until there is a rate to go by, so
    * a short budget never claims rows it won't start.
    */
   private aheadLimit(now: number): number {
-    // A rate to go by: as many completions as requests may be in flight (or wait for headers).
-    if (this.completed < Math.min(this.opts.concurrency, this.slots.fetchSlots) || now <= this.firstDoneAt) return 0;
-    // Rows may wait up to half the lease margin (see fill): with a tiny margin, don't wait at all.
-    if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
-    // Measured from the first completion once `concurrency` have completed; before that from
-    // the start (lower, never wild: two completions a millisecond apart made a rate that claimed
-    // the whole queue, leaving other drains nothing).
-    const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
-    // One slot left moving (see mostlyStuck): its own rate, one request per usual header wait.
-    const perMs = this.slots.mostlyStuck(now) ? 1 / Math.max(1, this.slots.medianWait) : this.completed / Math.max(1, now - since);
-    const remaining = this.opts.budgetMs - (now - this.started);
-    return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
+    const mostlyStuck = this.slots.mostlyStuck(now);
+    return aheadLimit({
+      now,
+      started: this.started,
+      firstDoneAt: this.firstDoneAt,
+      completed: this.completed,
+      concurrency: this.opts.concurrency,
+      fetchSlots: this.slots.fetchSlots,
+      batchSize: this.opts.batchSize,
+      budgetMs: this.opts.budgetMs,
+      leaseMarginMs: this.opts.leaseMarginMs,
+      mostlyStuck,
+      medianWaitMs: this.slots.medianWait,
+    });
   }
 
   /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
