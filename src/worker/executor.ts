@@ -7,6 +7,8 @@ import { Buffer } from 'node:buffer';
 import { execute } from '../core/execute.ts';
 import { errorOutcome } from '../core/drain.ts';
 import { Deadlines } from '../core/deadlines.ts';
+import { bodyBytes } from '../core/byte-budget.ts';
+import { heldBytes, holdBytes } from '../core/memory.ts';
 import { destinationPolicy } from '../core/destination.ts';
 import type { ClaimedRequest } from '../core/claim.ts';
 import type { ExecuteOptions, Outcome } from '../core/types.ts';
@@ -24,8 +26,10 @@ export interface ExecutorJob {
   denied: string | null;
   allowed: string | null;
   subrequestLimit: number;
-  /** A row not started within this long of the job's arrival is handed back unsent (its lease). */
+  /** A row not started within this long of its arrival is handed back unsent (its lease). */
   maxWaitMs: number;
+  /** Response bytes held in this isolate (memory.ts) at which no row starts: CONCURRENCY × MAX_RESPONSE_BYTES. */
+  memoryLimitBytes: number;
 }
 
 /** One NDJSON line of an executor's answer. */
@@ -34,6 +38,8 @@ export type ExecutorLine =
   | { unsent: string }
   | { done: { peak_header_waits: number; subrequests: number } };
 
+/** How often a row waiting for the isolate's memory looks again. */
+const MEMORY_POLL_MS = 5;
 /** Lines are written in batches this often: one write per outcome costs CPU on both sides. */
 const WRITE_EVERY_MS = 4;
 
@@ -54,7 +60,7 @@ export function parseJob(value: unknown): Omit<ExecutorJob, 'rows'> | null {
   if (typeof value !== 'object' || value === null) return null;
   const job = value as Partial<ExecutorJob>;
   if (typeof job.maxResponseBytes !== 'number' || typeof job.userAgent !== 'string') return null;
-  if (typeof job.subrequestLimit !== 'number' || typeof job.maxWaitMs !== 'number') return null;
+  if (typeof job.subrequestLimit !== 'number' || typeof job.maxWaitMs !== 'number' || typeof job.memoryLimitBytes !== 'number') return null;
   return job as ExecutorJob;
 }
 
@@ -124,6 +130,8 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
     if (starting) return;
     starting = true;
     while (queue.length > 0) {
+      // The isolate holds its limit of response bytes (several executors may share it): wait.
+      while (heldBytes.total >= job.memoryLimitBytes) await new Promise((r) => setTimeout(r, MEMORY_POLL_MS));
       const slot = await limits.acquire();
       const { wire, at } = queue.shift()!;
       if (Date.now() - at > job.maxWaitMs || limits.subrequestsLeft() <= probes) {
@@ -132,12 +140,26 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
         continue;
       }
       const row = fromWire(wire);
+      // From its headers on, a body counts against the isolate's bytes until its outcome is out.
+      const reservation = { bytes: 0 };
+      const limited = limits.fetchWith(fetchFn, slot);
+      const counted: typeof fetch = async (input, init) => {
+        const response = await limited(input, init);
+        const bytes = init?.method === 'HEAD' ? 0 : bodyBytes(response.headers, job.maxResponseBytes);
+        holdBytes(bytes - reservation.bytes);
+        reservation.bytes = bytes;
+        return response;
+      };
       const done: Promise<void> = (row.invalid
         ? Promise.resolve(errorOutcome(row.id, row.invalid, 'invalid_request'))
-        : execute(row, limits.fetchWith(fetchFn, slot), options)
+        : execute(row, counted, options)
       )
         // The slot is freed when headers arrive; also when execute ended without fetching.
-        .finally(slot)
+        .finally(() => {
+          slot();
+          holdBytes(-reservation.bytes);
+          reservation.bytes = 0;
+        })
         .then(
           (outcome) => emit({ outcome }),
           (error: unknown) => emit({ outcome: errorOutcome(row.id, `internal error: ${messageOf(error)}`) }),

@@ -195,6 +195,7 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
                 subrequestLimit: settings.subrequestLimit,
                 // Sent well within the lease, as the drain's own rows are (see fill in drain.ts).
                 maxWaitMs: settings.leaseMarginMs / 2,
+                memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
               },
               local: (row, slot) => execute(row, limits.fetchWith((input, init) => fetch(input, init), slot), localOptions).finally(slot),
             },
@@ -219,6 +220,8 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
         };
     const drain = new Drain(sql, limits.fetchWith((input, init) => fetch(input, init)), options, {
       lingerMs: settings.lingerMs,
+      // The isolate's bound on response bytes (CONCURRENCY × MAX_RESPONSE_BYTES), executors' bodies included.
+      memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
       // Written below, with the fan-out's figures.
       heartbeat: false,
       ...(fanout ? { runner: (request: ClaimedRequest) => fanout.run(request) } : {}),

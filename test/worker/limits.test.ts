@@ -103,7 +103,7 @@ function fakeExecutors() {
   return { call, lanes };
 }
 
-const job = { maxResponseBytes: 1000, userAgent: 'x', denied: null, allowed: null, subrequestLimit: 1000, maxWaitMs: 15_000 };
+const job = { maxResponseBytes: 1000, userAgent: 'x', denied: null, allowed: null, subrequestLimit: 1000, maxWaitMs: 15_000, memoryLimitBytes: 64_000 };
 
 describe('Fanout', () => {
   it('opens lanes as the backlog needs (rows / rows per executor), up to EXECUTORS', async () => {
