@@ -66,12 +66,14 @@ export function parseJob(value: unknown): Omit<ExecutorJob, 'rows'> | null {
 
 /** The NDJSON lines of a stream, as they arrive. */
 async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  // A TextDecoder on each chunk, not a TextDecoderStream: one stream hop less per chunk.
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
   let rest = '';
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    rest += value;
+    rest += decoder.decode(value, { stream: true });
     let from = 0;
     let end = rest.indexOf('\n');
     while (end >= 0) {
