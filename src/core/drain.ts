@@ -76,6 +76,8 @@ const SUSPECTED_GAP_MAX_MS = 4000;
 const DUE_SLACK_MS = 25;
 
 type EmptyState = 'no' | 'suspected' | 'confirmed';
+/** See Drain.mode(). */
+export type DrainMode = 'working' | 'check-due' | 'waiting-for-due' | 'lingering' | 'done';
 
 export function errorOutcome(id: string, message: string, kind: ErrorKind = 'internal'): Outcome {
   return {
@@ -689,6 +691,27 @@ export class Drain {
     return Math.max(0, next - now);
   }
 
+  /**
+   * The drain's lifecycle mode, decided here only: 'working' while anything is in flight, waiting
+   * or claimable; then once 'check-due' (ask when the next delayed request or retry comes due);
+   * 'waiting-for-due' for it within the budget; 'lingering' for a poke (LINGER_MS); else 'done'.
+   */
+  private mode(now: number): DrainMode {
+    const busy =
+      this.claimInFlight ||
+      this.releaseInFlight ||
+      this.recordInFlight ||
+      this.dueCheckInFlight ||
+      this.inFlight > 0 ||
+      this.ready.length > 0 ||
+      this.buffer.length > 0;
+    if (busy || this.mayClaimNow(now) || (this.claimRetryAt > now && this.claimPossible(now))) return 'working';
+    if (this.dueCheckWanted(now)) return 'check-due';
+    if (this.nextDueAt > 0 && this.withinBudget(now)) return 'waiting-for-due';
+    if (this.lingering(now)) return 'lingering';
+    return 'done';
+  }
+
   private async loop(): Promise<DrainStats> {
     this.started = this.clock.now();
     this.lastActiveAt = this.started;
@@ -711,21 +734,12 @@ export class Drain {
         const keep = this.aheadLimit(now);
         if (this.ready.length > keep) this.releaseReady(keep);
       }
-      const busy =
-        this.claimInFlight ||
-        this.releaseInFlight ||
-        this.recordInFlight ||
-        this.dueCheckInFlight ||
-        this.inFlight > 0 ||
-        this.ready.length > 0 ||
-        this.buffer.length > 0;
-      if (!busy && !this.mayClaimNow(this.clock.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) {
-        if (this.dueCheckWanted(this.clock.now())) {
-          this.startDueCheck(this.clock.now());
-          continue;
-        }
-        if (!(this.nextDueAt > 0 && this.withinBudget(this.clock.now())) && !this.lingering(this.clock.now())) break;
+      const mode = this.mode(this.clock.now());
+      if (mode === 'check-due') {
+        this.startDueCheck(this.clock.now());
+        continue;
       }
+      if (mode === 'done') break;
       await this.sleep(this.nextTimer(this.clock.now()));
     }
     this.closed = true;
