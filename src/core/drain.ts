@@ -6,12 +6,16 @@
 // after the lease expires (at-least-once, never lost).
 import type postgres from 'postgres';
 import { claim, release, type ClaimedRequest } from './claim.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { aheadLimit } from './claim-ahead.ts';
 import { Deadlines } from './deadlines.ts';
+import { FetchSlots, type Wait } from './fetch-slots.ts';
 import { execute } from './execute.ts';
 import { record } from './record.ts';
-import { heldBytes, holdBytes } from './memory.ts';
+import { BUFFER_LIMIT_BYTES, bodyBytes, ByteBudget } from './byte-budget.ts';
 import type { ErrorKind } from './failures.ts';
-import { HEADER_BYTES, type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
+import { flushDelay, flushDue, RecordBuffer } from './record-buffer.ts';
+import { type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 
 export interface DrainExtras {
   /** Lease owner; default crypto.randomUUID(). */
@@ -47,99 +51,24 @@ export interface DrainExtras {
    */
   memoryLimitBytes?: number;
   /**
-   * Called (repeatedly; the caller rate-limits) while the drain's fetch slots
-   * (DrainOptions.fetchSlots) limit it: rows wait for a slot and its targets are slow ('slow'),
-   * or its slots are stuck on slow requests while the queue may hold more ('stuck', see
-   * saturated()). A Worker answers by starting another drain in another invocation, which has
-   * slots of its own (passing it baseWaitMs, see below), and returns true when it did.
+   * Sends a request some other way than this drain's own fetch (a Worker's executors): its
+   * outcome, or null when it was not sent (the row is given back to the queue).
    */
-  onSaturated?: (reason: 'slow' | 'stuck', baseWaitMs: number) => boolean | void;
-  /**
-   * The median header wait (ms) at which a drain that started this one asked for help against
-   * slow targets (see baseWaitMs): this drain asks for more only while its own stays near it.
-   */
-  baseWaitMs?: number;
+  runner?: (request: ClaimedRequest) => Promise<Outcome | null>;
+  /** Time for every decision (default the system clock; tests pass a fake one). */
+  clock?: Clock;
 }
 
-/** Flush when this many outcomes are buffered (see FLUSH_BUSY_MS)… */
-const FLUSH_COUNT = 300;
-/** …or this much content is buffered… (or flushMs after the oldest unflushed one). */
-const FLUSH_BYTES = 4 * 1024 * 1024;
-/**
- * While the drain runs flat out (no free slot, rows waiting for one) outcomes wait up to this
- * long (or FLUSH_COUNT) rather than flushMs: every record statement costs the isolate time that
- * its fetch slots then wait through, so fewer, bigger records send more. 5 fetch slots on a slow
- * VM, N = 20,000: ~1,300 statements at 5 ms and 100 → ~420 at 50 ms → ~260 at 150 ms and 300;
- * 1,550 → 1,850 → 2,000 requests/s (57% → 63% → 68% of the 5-lane bare loop).
- */
-const FLUSH_BUSY_MS = 150;
-/** Largest single record statement. */
-const RECORD_MAX_COUNT = 1000;
-const RECORD_MAX_BYTES = 8 * 1024 * 1024;
-/**
- * A request in flight longer than this stops holding one of the `concurrency` slots (up to
- * SLOW_CAP × concurrency in flight in all), so a few slow targets can't stall the fast ones.
- */
-const SLOW_AFTER_MS = 1000;
-const SLOW_CAP = 2;
-/** The least time every fetch slot must have waited for headers before a drain counts as stuck. */
-const STUCK_MIN_MS = 100;
-/**
- * Rows claimed ahead of free slots: what the drain starts in this long at its completion rate,
- * at most twice batch_size (see aheadLimit). A claim under load takes 5-30 ms (up to ~150 ms),
- * so the rows waiting must outlast it (with 4 × concurrency ahead, 15% of freed slots found
- * nothing to start); by time rather than by `concurrency`, because a drain with few fetch slots
- * and fast targets starts thousands per second, and one with slow targets should not hold rows
- * its helpers could send.
- */
-const AHEAD_MS = 250;
-const MIN_AHEAD_WAIT_MS = 1000;
 /** How often a busy drain checks for pokes when nothing else wakes it. */
 const POKE_TICK_MS = 10;
 /** Stop claiming while this many outcomes wait to be recorded (the database is lagging). */
 const MAX_BUFFERED = 5000;
-/**
- * Start no request while this many response bytes wait to be recorded or are being written. A
- * database slower than the targets (large bodies, a distant database) would otherwise let
- * finished responses pile up with the queue's length, past the isolate's 128 MB.
- */
-const BUFFER_LIMIT_BYTES = 16 * 1024 * 1024;
 /**
  * Claims start after the highest id claimed so far (net._claim's after_id), except one in this
  * many ms and one before concluding the queue is empty: those look from the start, for rows
  * below the hint that an expired lease freed.
  */
 const FULL_CLAIM_EVERY_MS = 5000;
-/**
- * With fetch slots all taken and rows waiting, the drain is saturated (see saturated()) only if
- * responses take at least this long to start (targetsSlow): then one invocation's slots limit
- * the rate (5 slots at 100 ms: 50 requests/s) and a helper drain multiplies it.
- */
-const HELPER_WAIT_MS = 10;
-/**
- * Against slow targets, after a helper started, the next is asked for only once RECENT_WAITS
- * responses have come in since, and only while their median wait is under this × the lowest
- * median at which one was asked for (inherited by helpers). A target that can't answer more
- * at once (one worker, a rate limit) answers every request later when more are sent: helpers
- * then only lengthen its waits (seen: 7 drains holding 14 requests at a one-at-a-time target,
- * waits 30 → 200 ms, nothing sent faster).
- */
-const CONGESTED_FACTOR = 1.5;
-/**
- * The drain's timer firing late means its isolate is busy: header waits then measure the
- * isolate's backlog as much as the targets, and a helper drain (likely in the same isolate)
- * would add to the backlog — seen as a cascade of 15-20 helpers at 70 ms waits where one drain
- * alone waited 3 ms and was faster. Slow targets count only while under half of the timer's
- * recent firings were BUSY_LAG_MS late (a moving share, so a GC pause or a preempted thread
- * doesn't veto); stuck slots only while the largest lateness of the last 1-2 BUSY_HOLD_MS (one
- * long stall makes every slot look stuck) is under half their wait.
- */
-const BUSY_LAG_MS = HELPER_WAIT_MS / 2;
-const BUSY_HOLD_MS = 1000;
-/** Weight of the latest firing in the moving share of late ones. */
-const LATE_WEIGHT = 0.1;
-/** Header waits that targetsSlow looks at (the most recent). */
-const RECENT_WAITS = 16;
 /** A drain whose queue looked empty claims again after this long while requests are in flight, doubling up to the max. */
 const SUSPECTED_GAP_MS = 250;
 const SUSPECTED_GAP_MAX_MS = 4000;
@@ -147,6 +76,8 @@ const SUSPECTED_GAP_MAX_MS = 4000;
 const DUE_SLACK_MS = 25;
 
 type EmptyState = 'no' | 'suspected' | 'confirmed';
+/** See Drain.mode(). */
+export type DrainMode = 'working' | 'check-due' | 'waiting-for-due' | 'lingering' | 'done';
 
 export function errorOutcome(id: string, message: string, kind: ErrorKind = 'internal'): Outcome {
   return {
@@ -182,16 +113,6 @@ function higherId(a: string, b: string): boolean {
   return a.length !== b.length ? a.length > b.length : a > b;
 }
 
-function outcomeSize(outcome: Outcome): number {
-  let size = 200 + (outcome.content?.length ?? 0) + (outcome.content_base64?.length ?? 0);
-  // Headers are stored twice (the object and headers_all); execute counted them once already.
-  const counted = outcome[HEADER_BYTES];
-  if (counted !== undefined) return size + 2 * counted;
-  if (outcome.headers) for (const [k, v] of Object.entries(outcome.headers)) size += k.length + v.length;
-  if (outcome.headers_all) for (const [k, v] of outcome.headers_all) size += k.length + v.length;
-  return size;
-}
-
 export class Drain {
   readonly owner: string;
   private readonly sql: postgres.Sql;
@@ -213,28 +134,13 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
-  /** When each request whose fetch has not yet resolved started waiting for headers, in start order. */
-  private readonly waiting = new Set<{ at: number }>();
-  private readonly fetchSlots: number;
-  /** Times to response headers (ms): the last RECENT_WAITS, and the count and total of all. */
-  private readonly recentWaits: number[] = [];
-  private headerWaits = 0;
-  /** stuckAfterMs's last answer and the headerWaits count it was computed at. */
-  private stuckAfter = SLOW_AFTER_MS;
-  private stuckAfterAt = -1;
-  /** The median of recentWaits when stuckAfter was computed. */
-  private medianWait = 0;
-  private headerWaitTotal = 0;
-  private readonly onSaturated: DrainExtras['onSaturated'];
-  /** See CONGESTED_FACTOR: the lowest median wait a helper was asked for at (0: none yet), and headerWaits then. */
-  private baseWait: number;
-  private waitsAtHelper = Number.NEGATIVE_INFINITY;
+  private readonly slots: FetchSlots;
+  private readonly runner: DrainExtras['runner'];
+  private readonly clock: Clock;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
   private completed = 0;
   private firstDoneAt = 0;
-  /** Start time of each request in flight, by id (to tell slow ones from the rest). */
-  private startedAt = new Map<string, number>();
   private claimInFlight = false;
   private releaseInFlight = false;
   /** With the queue looking empty and requests in flight, the next claim waits until then. */
@@ -247,20 +153,8 @@ export class Drain {
   private claimAfter: string | null = null;
   private lastFullClaimAt = 0;
   private recordInFlight = false;
-  private buffer: Outcome[] = [];
-  /** outcomeSize of each buffered outcome, computed once (Object.entries per outcome adds up). */
-  private bufferSizes: number[] = [];
-  private bufferBytes = 0;
-  /** outcomeSize total of the chunk the record in flight is writing (still in memory). */
-  private recordingBytes = 0;
-  private readonly bufferLimitBytes: number;
-  private oldestBufferedAt = 0;
-  /** Bytes reserved for bodies being read: declared length, or maxResponseBytes when unknown. */
-  private readingBytes = 0;
-  /** This drain's share of heldBytes (reading + buffered + recording), as last reported. */
-  private heldByMe = 0;
-  private heldReleased = false;
-  private readonly memoryLimitBytes: number;
+  private readonly buffer = new RecordBuffer();
+  private readonly bytes: ByteBudget;
 
   private empty: EmptyState = 'no';
   private pokes = 0;
@@ -283,18 +177,8 @@ export class Drain {
 
   private dirty = false;
   private wake: (() => void) | null = null;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: unknown;
   private timerAt = 0;
-  /**
-   * The largest lateness of the drain's timer (see BUSY_LAG_MS) in the current BUSY_HOLD_MS
-   * window and in the one before: two windows, so the memory doesn't lapse at a window's end.
-   */
-  private lagWindowAt = 0;
-  private lagNow = 0;
-  private lagBefore = 0;
-  /** Moving share of the timer's firings that were BUSY_LAG_MS late (LATE_WEIGHT). */
-  private lateShare = 0;
-
   private readonly executeOptions: ExecuteOptions;
   /** Every request's timeout on one timer (see deadlines.ts). */
   private readonly deadlines = new Deadlines();
@@ -310,9 +194,9 @@ export class Drain {
       deadlines: this.deadlines,
     };
     this.sql = sql;
-    this.fetchSlots = opts.fetchSlots ?? Infinity;
-    this.onSaturated = extras.onSaturated;
-    this.baseWait = extras.baseWaitMs ?? 0;
+    this.slots = new FetchSlots(opts.concurrency, opts.fetchSlots ?? Infinity);
+    this.runner = extras.runner;
+    this.clock = extras.clock ?? systemClock;
     this.rawFetch = fetchFn;
     this.opts = opts;
     this.owner = extras.owner ?? crypto.randomUUID();
@@ -322,8 +206,7 @@ export class Drain {
     this.retryBaseMs = extras.retryBaseMs ?? 200;
     this.waitForDue = extras.waitForDue ?? true;
     this.lingerMs = Math.max(0, extras.lingerMs ?? 0);
-    this.bufferLimitBytes = extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
-    this.memoryLimitBytes = extras.memoryLimitBytes ?? opts.concurrency * opts.maxResponseBytes;
+    this.bytes = new ByteBudget(extras.bufferLimitBytes ?? BUFFER_LIMIT_BYTES, extras.memoryLimitBytes ?? opts.concurrency * opts.maxResponseBytes);
   }
 
   /**
@@ -332,14 +215,11 @@ export class Drain {
    * One reaction per request does both.
    */
   private send(input: Parameters<typeof fetch>[0], init: RequestInit | undefined, reservation: { bytes: number }): Promise<Response> {
-    const wait = { at: Date.now() };
-    this.waiting.add(wait);
+    const wait = this.slots.beginWait(this.clock.now());
     return this.rawFetch(input, init).then(
       (response) => {
         // Before headersArrived: the slot it frees is filled at once, against the new total.
-        const bytes = init?.method === 'HEAD' ? 0 : this.bodyBytes(response.headers);
-        this.readingBytes += bytes - reservation.bytes;
-        reservation.bytes = bytes;
+        this.bytes.reserve(reservation, init?.method === 'HEAD' ? 0 : bodyBytes(response.headers, this.opts.maxResponseBytes));
         this.syncHeld();
         this.headersArrived(wait);
         return response;
@@ -351,43 +231,20 @@ export class Drain {
     );
   }
 
-  /** What a body may take: its declared length when plain, else (chunked, compressed) the limit. */
-  private bodyBytes(headers: Headers): number {
-    const max = this.opts.maxResponseBytes;
-    const encoding = headers.get('content-encoding');
-    if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') return max;
-    const declared = Number(headers.get('content-length') ?? Number.NaN);
-    return Number.isFinite(declared) && declared >= 0 ? Math.min(declared, max) : max;
-  }
-
-  /** Reports this drain's held bytes to the isolate-wide count (memory.ts). */
+  /** Reports this drain's held bytes to the isolate-wide count (byte-budget.ts). */
   private syncHeld(): void {
-    if (this.heldReleased) return;
-    const mine = this.readingBytes + this.bufferBytes + this.recordingBytes;
-    holdBytes(mine - this.heldByMe);
-    this.heldByMe = mine;
-  }
-
-  /**
-   * Gives back whatever this drain still counts, once, when it ends: an ended drain must never
-   * hold the isolate's other drains back.
-   */
-  private releaseHeld(): void {
-    if (this.heldReleased) return;
-    this.heldReleased = true;
-    holdBytes(-this.heldByMe);
-    this.heldByMe = 0;
+    this.bytes.sync(this.buffer.bytes);
   }
 
   /** No request may start: too many bytes wait to be recorded, or the isolate holds its limit. */
   private memoryFull(): boolean {
-    return this.bufferBytes + this.recordingBytes >= this.bufferLimitBytes || heldBytes.total >= this.memoryLimitBytes;
+    return this.bytes.full(this.buffer.bytes);
   }
 
   /** Runs the drain once; calling again returns the same result. */
   run(): Promise<DrainStats> {
     // However the loop ends (even by a bug), its bytes leave the isolate's count.
-    this.running ??= this.loop().finally(() => this.releaseHeld());
+    this.running ??= this.loop().finally(() => this.bytes.release());
     return this.running;
   }
 
@@ -398,12 +255,12 @@ export class Drain {
    */
   poke(): boolean {
     if (this.closed || this.databaseDown || this.requestsLeft() <= 0) return false;
-    if (this.running && Date.now() - this.started >= this.opts.budgetMs) return false;
+    if (this.running && this.clock.now() - this.started >= this.opts.budgetMs) return false;
     // Past half its claim window a drain would leave the new rows with longer timeouts unclaimed
     // (they must fit before its hard limit): a new drain takes this nudge instead. Lingering
     // drains (LINGER_MS) make old drains common enough for this to matter.
     const window = this.opts.hardLimitMs - this.slackMs;
-    if (this.running && window - (Date.now() - this.started) < window / 2) return false;
+    if (this.running && window - (this.clock.now() - this.started) < window / 2) return false;
     this.pokes++;
     this.empty = 'no';
     // Flags only, no wake-up: poke() runs in another request's context, and in workerd a drain
@@ -428,15 +285,12 @@ export class Drain {
         // One timer serves many turns: the loop wakes on nearly every completion and then asks for
         // the same ~10 ms tick again, so a pending timer due no later than wanted is kept rather
         // than cleared and re-armed per request. Waking early is harmless (the loop re-checks).
-        const at = Date.now() + Math.max(0, ms);
+        const at = this.clock.now() + Math.max(0, ms);
         if (this.timer !== undefined && this.timerAt <= at) return;
-        if (this.timer !== undefined) clearTimeout(this.timer);
+        if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
         this.timerAt = at;
-        this.timer = setTimeout(() => {
+        this.timer = this.clock.setTimeout(() => {
           this.timer = undefined;
-          // The timer doubles as a probe of the isolate's backlog (see BUSY_LAG_MS).
-          const firedAt = Date.now();
-          this.noteLateness(firedAt, firedAt - at);
           const wake = this.wake;
           this.wake = null;
           wake?.();
@@ -475,7 +329,7 @@ export class Drain {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
     if (this.room(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
     // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
-    if (this.stuck(now)) return false;
+    if (this.slots.stuck(now)) return false;
     // Claim in big batches: while half the allowance still waits, the next claim can wait too,
     // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
     // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
@@ -511,10 +365,10 @@ export class Drain {
           // At its request cap with a full claim (more rows are likely waiting): wake a fresh drain
           // now, through NOTIFY and the relay, rather than leave them to the next cron.
           if (this.requestsLeft() <= 0 && rows.length === want && want > 0) this.handOver();
-          if (rows.length > 0) this.lastActiveAt = Date.now();
+          if (rows.length > 0) this.lastActiveAt = this.clock.now();
           // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
           if (rows.length > 0) this.dueChecked = false;
-          const claimedAt = Date.now();
+          const claimedAt = this.clock.now();
           for (const request of rows) this.ready.push({ request, claimedAt });
           this.fill();
           if (this.pokes !== pokesAtIssue) {
@@ -529,7 +383,7 @@ export class Drain {
             // Back off while the queue stays empty: 250 ms, 500 ms, … up to 4 s between looks.
             const gap = rows.length > 0 ? SUSPECTED_GAP_MS : Math.min(SUSPECTED_GAP_MAX_MS, 2 * this.suspectedGapMs);
             this.suspectedGapMs = gap;
-            this.suspectedRetryAt = Date.now() + gap;
+            this.suspectedRetryAt = this.clock.now() + gap;
           } else {
             this.empty = 'no';
             this.suspectedGapMs = SUSPECTED_GAP_MS / 2;
@@ -539,7 +393,7 @@ export class Drain {
           this.claimFailures++;
           this.lastError = `claim: ${messageOf(error)}`;
           const delay = this.backoff(this.claimFailures);
-          const at = Date.now() + delay;
+          const at = this.clock.now() + delay;
           if (this.claimFailures > this.retries || at - this.started >= this.opts.budgetMs) {
             this.databaseDown = true;
           } else {
@@ -556,23 +410,25 @@ export class Drain {
   /**
    * How many rows to hold claimed ahead of free slots, so a freed slot starts its next request
    * without waiting for a claim round trip (and claims come in bigger, cheaper batches): what the
-   * completion rate will start in AHEAD_MS (and before the budget ends), at most twice batch_size
+   * completion rate will start in AHEAD_MS (claim-ahead.ts) (and before the budget ends), at most twice batch_size
    * (one claim's worth waiting while the next is taken); none until there is a rate to go by, so
    * a short budget never claims rows it won't start.
    */
   private aheadLimit(now: number): number {
-    // A rate to go by: as many completions as requests may be in flight (or wait for headers).
-    if (this.completed < Math.min(this.opts.concurrency, this.fetchSlots) || now <= this.firstDoneAt) return 0;
-    // Rows may wait up to half the lease margin (see fill): with a tiny margin, don't wait at all.
-    if (this.opts.leaseMarginMs < 2 * MIN_AHEAD_WAIT_MS) return 0;
-    // Measured from the first completion once `concurrency` have completed; before that from
-    // the start (lower, never wild: two completions a millisecond apart made a rate that claimed
-    // the whole queue, leaving helpers nothing).
-    const since = this.completed < this.opts.concurrency ? this.started : this.firstDoneAt;
-    // One slot left moving (see mostlyStuck): its own rate, one request per usual header wait.
-    const perMs = this.mostlyStuck(now) ? 1 / Math.max(1, this.medianWait) : this.completed / Math.max(1, now - since);
-    const remaining = this.opts.budgetMs - (now - this.started);
-    return Math.max(0, Math.min(2 * this.opts.batchSize, Math.floor(perMs * Math.min(AHEAD_MS, remaining))));
+    const mostlyStuck = this.slots.mostlyStuck(now);
+    return aheadLimit({
+      now,
+      started: this.started,
+      firstDoneAt: this.firstDoneAt,
+      completed: this.completed,
+      concurrency: this.opts.concurrency,
+      fetchSlots: this.slots.fetchSlots,
+      batchSize: this.opts.batchSize,
+      budgetMs: this.opts.budgetMs,
+      leaseMarginMs: this.opts.leaseMarginMs,
+      mostlyStuck,
+      medianWaitMs: this.slots.medianWait,
+    });
   }
 
   /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
@@ -583,7 +439,7 @@ export class Drain {
   private fill(): void {
     // Without a database their outcomes can't be recorded: leave them leased for a later drain.
     if (this.databaseDown) this.ready = [];
-    const now = Date.now();
+    const now = this.clock.now();
     while (this.ready.length > 0 && this.freeSlots(now) > 0) {
       const { request, claimedAt } = this.ready.shift()!;
       // A row that waited too long is given back unsent (a later drain takes it) rather than
@@ -601,12 +457,8 @@ export class Drain {
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
-  private headersArrived(wait: { at: number }): void {
-    this.waiting.delete(wait);
-    const waited = Date.now() - wait.at;
-    this.recentWaits[this.headerWaits % RECENT_WAITS] = waited;
-    this.headerWaits++;
-    this.headerWaitTotal += waited;
+  private headersArrived(wait: Wait): void {
+    this.slots.endWait(wait, this.clock.now());
     if (this.ready.length > 0) this.fill();
   }
 
@@ -618,134 +470,7 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    const headerRoom = this.fetchSlots - this.waiting.size;
-    if (headerRoom <= 0) return 0;
-    return Math.min(headerRoom, this.concurrencySlots(now));
-  }
-
-  /** Free slots by `concurrency` alone (slow requests not counted, up to SLOW_CAP × concurrency). */
-  private concurrencySlots(now: number): number {
-    const cap = SLOW_CAP * this.opts.concurrency - this.inFlight;
-    if (this.inFlight < this.opts.concurrency) return Math.min(cap, this.opts.concurrency - this.inFlight);
-    // startedAt is in start order (a Map keeps insertion order): the slow ones come first, so
-    // counting stops at the first young one instead of visiting every request per loop turn.
-    let slow = 0;
-    for (const at of this.startedAt.values()) {
-      if (now - at < SLOW_AFTER_MS) break;
-      slow++;
-    }
-    const young = this.startedAt.size - slow;
-    return Math.max(0, Math.min(cap, this.opts.concurrency - young));
-  }
-
-  /**
-   * More work than fetch slots: every slot is stuck while the queue may hold more (slow targets
-   * would hold up the rest, and fetch slots, unlike `concurrency` slots, aren't released by being
-   * slow), or rows wait for a slot against slow targets.
-   */
-  private saturated(now: number, stuck: boolean): 'slow' | 'stuck' | null {
-    if (this.waiting.size < this.fetchSlots || !this.claimPossible(now)) return null;
-    // A busy isolate makes every slot look slow or stuck (BUSY_LAG_MS); another drain would only
-    // add to it. Slots stuck far longer than the isolate's lateness are stuck on their targets.
-    // All but one slot stuck (see mostlyStuck): the rows given back wait for a helper's slots.
-    if (stuck || this.mostlyStuck(now)) return this.recentLag(now) < this.stuckAfterMs() / 2 ? 'stuck' : null;
-    // Rows wait for a slot, the last claim was full (the queue likely holds more), and the
-    // targets are slow enough that slots, not this isolate's CPU, limit the rate: another
-    // invocation helps only then (locally, with ~1 ms targets, it would only add statements),
-    // and only while the helpers so far haven't just made the targets slower.
-    const slow = this.lateShare < 0.5 && this.ready.length > 0 && this.empty === 'no' && this.targetsSlow();
-    return slow && this.helpersPayOff() ? 'slow' : null;
-  }
-
-  /**
-   * Another helper against slow targets may pay off: the last one's effect has been measured
-   * (RECENT_WAITS responses since) and the waits haven't grown past CONGESTED_FACTOR × the
-   * lowest median a helper was asked for at.
-   */
-  private helpersPayOff(): boolean {
-    if (this.headerWaits - this.waitsAtHelper < RECENT_WAITS) return false;
-    if (this.baseWait === 0) return true;
-    this.stuckAfterMs(); // refreshes medianWait
-    return this.medianWait <= CONGESTED_FACTOR * this.baseWait;
-  }
-
-  /** One firing of the drain's timer, `late` ms after it was due (see BUSY_LAG_MS). */
-  private noteLateness(now: number, late: number): void {
-    this.rollLagWindow(now);
-    this.lagNow = Math.max(this.lagNow, late);
-    this.lateShare += LATE_WEIGHT * ((late >= BUSY_LAG_MS ? 1 : 0) - this.lateShare);
-  }
-
-  /** Starts a new BUSY_HOLD_MS window when the current one has ended; the ended one is kept only if it was the last. */
-  private rollLagWindow(now: number): void {
-    if (now - this.lagWindowAt < BUSY_HOLD_MS) return;
-    this.lagBefore = now - this.lagWindowAt < 2 * BUSY_HOLD_MS ? this.lagNow : 0;
-    this.lagNow = 0;
-    this.lagWindowAt = now;
-  }
-
-  /** The largest lateness of the drain's timer within the last one to two BUSY_HOLD_MS. */
-  private recentLag(now: number): number {
-    this.rollLagWindow(now);
-    return Math.max(this.lagNow, this.lagBefore);
-  }
-
-  /**
-   * Even the quickest of the recent responses took HELPER_WAIT_MS to start: the targets are
-   * slow. The minimum, not the mean: a busy isolate delays every response a little (so the mean
-   * rises with load and more drains would only add to it), but fast targets still answer some
-   * requests within a few ms.
-   */
-  private targetsSlow(): boolean {
-    if (this.recentWaits.length < RECENT_WAITS) return false;
-    for (const waited of this.recentWaits) if (waited < HELPER_WAIT_MS) return false;
-    return true;
-  }
-
-  /**
-   * Every fetch slot taken, all but one stuck (waiting for headers longer than stuckAfterMs()),
-   * the drain not wholly stuck: a few slow targets mixed with many fast ones. The rows claimed
-   * ahead would queue behind the one slot left, so the drain keeps only what that slot starts in
-   * AHEAD_MS (see aheadLimit), gives back the rest and asks for a helper (see saturated). Waiting
-   * until the last slot is stuck too had the fast rows trickle through one slot for seconds.
-   */
-  private mostlyStuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots || this.fetchSlots < 2) return false;
-    const after = this.stuckAfterMs();
-    let stuck = 0;
-    // In start order: counting stops at the first young one.
-    for (const wait of this.waiting) {
-      if (now - wait.at < after) break;
-      stuck++;
-    }
-    return stuck === this.fetchSlots - 1;
-  }
-
-  /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
-  private stuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots) return false;
-    // startedAt is in start order: the last is the youngest (at most SLOW_CAP × concurrency).
-    let youngest = 0;
-    for (const at of this.startedAt.values()) youngest = at;
-    return youngest > 0 && now - youngest >= this.stuckAfterMs();
-  }
-
-  /**
-   * How long every slot must have waited for the drain to count as stuck: ten times the usual
-   * (median recent) header wait, between STUCK_MIN_MS and SLOW_AFTER_MS. Against ~1 ms targets a
-   * 5 s one shows in 100 ms; against 100 ms targets it takes a second.
-   */
-  private stuckAfterMs(): number {
-    if (this.recentWaits.length === 0) return SLOW_AFTER_MS;
-    // Re-sorted every few responses, not on every loop turn (this runs whenever the slots are full).
-    if (this.stuckAfterAt < 0 || this.headerWaits - this.stuckAfterAt >= RECENT_WAITS / 4) {
-      const sorted = [...this.recentWaits].sort((a, b) => a - b);
-      const median = sorted[Math.floor(sorted.length / 2)]!;
-      this.medianWait = median;
-      this.stuckAfter = Math.min(SLOW_AFTER_MS, Math.max(STUCK_MIN_MS, 10 * median));
-      this.stuckAfterAt = this.headerWaits;
-    }
-    return this.stuckAfter;
+    return this.slots.free(now);
   }
 
   /** Gives back the rows claimed ahead beyond the first `keep`: stuck slots would hold them up. */
@@ -779,36 +504,39 @@ export class Drain {
 
   /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
   private nextSlowAt(now: number): number {
-    if (this.freeSlots(now) > 0 || this.waiting.size >= this.fetchSlots) return Infinity;
+    if (this.freeSlots(now) > 0) return Infinity;
     if (this.ready.length === 0 && (this.claimInFlight || !this.claimPossible(now))) return Infinity;
-    if (this.inFlight >= SLOW_CAP * this.opts.concurrency) return Infinity;
-    // In start order (see freeSlots): the first young request is the oldest young one.
-    for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) return at + SLOW_AFTER_MS;
-    return Infinity;
+    return this.slots.nextSlowAt(now);
   }
 
   private launch(request: ClaimedRequest): void {
     this.inFlight++;
-    this.startedAt.set(request.id, Date.now());
+    this.slots.start(request.id, this.clock.now());
     const reservation = { bytes: 0 };
-    const done: Promise<Outcome> = request.invalid
+    const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
-      : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
-    const finish = (outcome: Outcome): void => {
+      : this.runner
+        ? this.runner(request)
+        : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
+    const finish = (outcome: Outcome | null): void => {
+      if (outcome === null) {
+        // Not sent (it waited too long, or its executor failed before answering): give it back.
+        this.inFlight--;
+        this.slots.finish(request.id);
+        this.unsent.push(request.id);
+        this.giveBack();
+        this.signal();
+        return;
+      }
       this.inFlight--;
       // The body's reservation becomes the outcome's size (synced below).
-      this.readingBytes -= reservation.bytes;
-      reservation.bytes = 0;
-      this.startedAt.delete(request.id);
+      this.bytes.finish(reservation);
+      this.slots.finish(request.id);
       this.completed++;
-      this.lastActiveAt = Date.now();
+      this.lastActiveAt = this.clock.now();
       if (this.firstDoneAt === 0) this.firstDoneAt = this.lastActiveAt;
       if (outcome.error_msg !== null) this.errors++;
-      if (this.buffer.length === 0) this.oldestBufferedAt = Date.now();
-      const size = outcomeSize(outcome);
-      this.buffer.push(outcome);
-      this.bufferSizes.push(size);
-      this.bufferBytes += size;
+      this.buffer.push(outcome, this.clock.now());
       this.syncHeld();
       this.fill();
       // Wake the loop only when a completion gives it something to do at once: the last request
@@ -817,9 +545,8 @@ export class Drain {
       if (
         this.inFlight === 0 ||
         this.buffer.length === 1 ||
-        this.buffer.length >= FLUSH_COUNT ||
-        this.bufferBytes >= FLUSH_BYTES ||
-        this.mayClaimNow(Date.now())
+        this.buffer.full() ||
+        this.mayClaimNow(this.clock.now())
       ) {
         this.signal();
       } else {
@@ -831,49 +558,32 @@ export class Drain {
   }
 
   private flushDue(now: number): boolean {
-    if (this.recordInFlight || this.buffer.length === 0 || now < this.recordRetryAt) return false;
-    // Once the database has failed us, each record gets one attempt as soon as possible.
-    if (this.databaseDown) return true;
-    if (this.buffer.length >= FLUSH_COUNT || this.bufferBytes >= FLUSH_BYTES) return true;
-    if (now - this.oldestBufferedAt >= this.flushDelay(now)) return true;
-    // Nothing else is coming soon: don't sit on what we have.
-    return this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight;
+    return flushDue(this.buffer, {
+      now,
+      recordInFlight: this.recordInFlight,
+      retryAt: this.recordRetryAt,
+      databaseDown: this.databaseDown,
+      delayMs: this.flushDelay(now),
+      idle: this.inFlight === 0 && this.ready.length === 0 && !this.claimInFlight,
+    });
   }
 
-  /** How long the oldest buffered outcome may wait: flushMs, longer while the drain runs flat out (FLUSH_BUSY_MS). */
+  /** How long the oldest buffered outcome may wait (see flushDelay in record-buffer.ts). */
   private flushDelay(now: number): number {
-    // Held back by memory, not by busy slots: recording is what frees it.
-    if (this.memoryFull()) return this.opts.flushMs;
-    if (this.ready.length > 0 && this.freeSlots(now) === 0) return Math.max(this.opts.flushMs, FLUSH_BUSY_MS);
-    return this.opts.flushMs;
-  }
-
-  private takeChunk(): { chunk: Outcome[]; bytes: number } {
-    let count = 0;
-    let bytes = 0;
-    while (count < this.buffer.length && count < RECORD_MAX_COUNT) {
-      const size = this.bufferSizes[count]!;
-      if (count > 0 && bytes + size > RECORD_MAX_BYTES) break;
-      bytes += size;
-      count++;
-    }
-    const chunk = this.buffer.splice(0, count);
-    this.bufferSizes.splice(0, count);
-    this.bufferBytes -= bytes;
-    if (this.buffer.length > 0) this.oldestBufferedAt = Date.now();
-    return { chunk, bytes };
+    const memoryFull = this.memoryFull();
+    return flushDelay(this.opts.flushMs, memoryFull, !memoryFull && this.ready.length > 0 && this.freeSlots(now) === 0);
   }
 
   private startRecord(): void {
-    const { chunk, bytes } = this.takeChunk();
+    const { chunk, bytes } = this.buffer.take(this.clock.now());
     this.recordInFlight = true;
-    this.recordingBytes = bytes;
+    this.bytes.recording = bytes;
     this.recordChunk(chunk)
       .catch((error: unknown) => {
         this.recordFailures++;
         this.lastError = `record: ${messageOf(error)}`;
         const delay = this.backoff(this.recordFailures);
-        const at = Date.now() + delay;
+        const at = this.clock.now() + delay;
         if (
           this.databaseDown ||
           this.recordFailures > this.retries ||
@@ -882,17 +592,13 @@ export class Drain {
           // Give up: these rows stay leased and are claimed again after the lease expires.
           this.databaseDown = true;
         } else {
-          const sizes = chunk.map(outcomeSize);
-          this.buffer.unshift(...chunk);
-          this.bufferSizes.unshift(...sizes);
-          for (const size of sizes) this.bufferBytes += size;
-          this.oldestBufferedAt = 0;
+          this.buffer.putBack(chunk);
           this.recordRetryAt = at;
         }
       })
       .finally(() => {
         this.recordInFlight = false;
-        this.recordingBytes = 0;
+        this.bytes.recording = 0;
         this.syncHeld();
         this.signal();
       });
@@ -943,7 +649,7 @@ export class Drain {
         (rows) => {
           const ms = rows[0]?.ms;
           if (ms === null || ms === undefined) return;
-          const at = Date.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
+          const at = this.clock.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
           // Only worth waiting for if it can still be claimed within the budget.
           if (Number.isFinite(at) && at - this.started < this.opts.budgetMs) this.nextDueAt = at;
         },
@@ -971,7 +677,7 @@ export class Drain {
     }
     if (!this.claimInFlight && this.claimRetryAt > now && this.claimPossible(now)) next = Math.min(next, this.claimRetryAt);
     if (!this.recordInFlight && this.buffer.length > 0) {
-      next = Math.min(next, Math.max(this.recordRetryAt, this.oldestBufferedAt + this.flushDelay(now)));
+      next = Math.min(next, Math.max(this.recordRetryAt, this.buffer.oldestAt + this.flushDelay(now)));
     }
     // Waiting for a request to come due: keep the poke tick, so a nudge meanwhile isn't delayed.
     if (this.nextDueAt > 0) return Math.max(0, Math.min(next, this.nextDueAt, now + POKE_TICK_MS) - now);
@@ -985,13 +691,34 @@ export class Drain {
     return Math.max(0, next - now);
   }
 
+  /**
+   * The drain's lifecycle mode, decided here only: 'working' while anything is in flight, waiting
+   * or claimable; then once 'check-due' (ask when the next delayed request or retry comes due);
+   * 'waiting-for-due' for it within the budget; 'lingering' for a poke (LINGER_MS); else 'done'.
+   */
+  private mode(now: number): DrainMode {
+    const busy =
+      this.claimInFlight ||
+      this.releaseInFlight ||
+      this.recordInFlight ||
+      this.dueCheckInFlight ||
+      this.inFlight > 0 ||
+      this.ready.length > 0 ||
+      this.buffer.length > 0;
+    if (busy || this.mayClaimNow(now) || (this.claimRetryAt > now && this.claimPossible(now))) return 'working';
+    if (this.dueCheckWanted(now)) return 'check-due';
+    if (this.nextDueAt > 0 && this.withinBudget(now)) return 'waiting-for-due';
+    if (this.lingering(now)) return 'lingering';
+    return 'done';
+  }
+
   private async loop(): Promise<DrainStats> {
-    this.started = Date.now();
+    this.started = this.clock.now();
     this.lastActiveAt = this.started;
     this.startedIso = new Date(this.started).toISOString();
     for (;;) {
       this.dirty = false;
-      const now = Date.now();
+      const now = this.clock.now();
       if (this.nextDueAt > 0 && now >= this.nextDueAt) {
         // A delayed request or HTTP retry is due: claim again, as after a poke.
         this.nextDueAt = 0;
@@ -1001,58 +728,35 @@ export class Drain {
       if (this.mayClaimNow(now)) this.startClaim(now);
       if (this.flushDue(now)) this.startRecord();
       this.fill();
-      const stuck = this.stuck(now);
+      const stuck = this.slots.stuck(now);
       if (stuck && this.ready.length > 0) this.releaseReady(0);
-      else if (this.ready.length > 0 && this.mostlyStuck(now)) {
+      else if (this.ready.length > 0 && this.slots.mostlyStuck(now)) {
         const keep = this.aheadLimit(now);
         if (this.ready.length > keep) this.releaseReady(keep);
       }
-      const reason = this.onSaturated ? this.saturated(now, stuck) : null;
-      if (reason !== null) {
-        // Against slow targets the base is the lowest median wait a helper was asked for at;
-        // the helper inherits it, so the whole tree stops adding load at the same point.
-        let base = this.baseWait;
-        if (reason === 'slow') {
-          this.stuckAfterMs(); // refreshes medianWait
-          base = base > 0 ? Math.min(base, this.medianWait) : this.medianWait;
-        }
-        if (this.onSaturated!(reason, base) === true && reason === 'slow') {
-          this.baseWait = base;
-          this.waitsAtHelper = this.headerWaits;
-        }
+      const mode = this.mode(this.clock.now());
+      if (mode === 'check-due') {
+        this.startDueCheck(this.clock.now());
+        continue;
       }
-      const busy =
-        this.claimInFlight ||
-        this.releaseInFlight ||
-        this.recordInFlight ||
-        this.dueCheckInFlight ||
-        this.inFlight > 0 ||
-        this.ready.length > 0 ||
-        this.buffer.length > 0;
-      if (!busy && !this.mayClaimNow(Date.now()) && !(this.claimRetryAt > now && this.claimPossible(now))) {
-        if (this.dueCheckWanted(Date.now())) {
-          this.startDueCheck(Date.now());
-          continue;
-        }
-        if (!(this.nextDueAt > 0 && this.withinBudget(Date.now())) && !this.lingering(Date.now())) break;
-      }
-      await this.sleep(this.nextTimer(Date.now()));
+      if (mode === 'done') break;
+      await this.sleep(this.nextTimer(this.clock.now()));
     }
     this.closed = true;
     this.deadlines.clear();
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
 
     const stats: DrainStats = {
       owner: this.owner,
       started: this.startedIso,
-      duration_ms: Date.now() - this.started,
+      duration_ms: this.clock.now() - this.started,
       claimed: this.claimed,
       recorded: this.recorded,
       errors: this.errors,
       stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
     };
-    if (this.opts.fetchSlots !== undefined && this.headerWaits > 0) stats.header_wait_ms = Math.round(this.headerWaitTotal / this.headerWaits);
+    if (this.opts.fetchSlots !== undefined && this.slots.headerWaits > 0) stats.header_wait_ms = Math.round(this.slots.headerWaitTotal / this.slots.headerWaits);
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;

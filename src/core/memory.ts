@@ -1,6 +1,6 @@
 // Response bytes held in memory by every drain of this isolate (a Worker) or process (Node).
 // One isolate has 128 MB and may run several drains at once (a cron's drain, nudge drains,
-// helper drains started through ctx.exports), so a per-drain limit alone multiplies with them;
+// executors started through ctx.exports), so a per-drain limit alone multiplies with them;
 // this shared count lets each drain stop starting requests while the isolate already holds
 // its limit. Module state is per isolate, which is exactly the scope of the memory limit.
 

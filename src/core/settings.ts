@@ -16,7 +16,8 @@ export interface SettingVars {
   LINGER_MS?: string | undefined;
   SUBREQUEST_LIMIT?: string | undefined;
   FETCH_SLOTS?: string | undefined;
-  DRAINS?: string | undefined;
+  EXECUTORS?: string | undefined;
+  ORIGIN_CONCURRENCY?: string | undefined;
 }
 
 /** What net._config() returns (unknown until checked: it comes from the database). */
@@ -49,12 +50,17 @@ export interface Settings {
    */
   fetchSlots: number;
   /**
-   * Drains one trigger (cron or nudge) runs at most, each in its own invocation: the starting
-   * one and helpers it starts when its targets are slow or its slots are stuck on slow requests.
+   * Executors one Worker drain (the coordinator of a trigger) runs at once, each a request to the
+   * Worker itself sending a few claimed rows (0: the coordinator sends them itself).
    */
-  drains: number;
+  executors: number;
+  /** Requests to one origin (scheme://host:port) out at executors at once, at most. */
+  originConcurrency: number;
   /** Where requests may go: the built-in denied list plus the database's settings. */
   destinations: DestinationPolicy;
+  /** The database's destination settings as text, for executors to build the same policy. */
+  deniedDestinations: string | null;
+  allowedDestinations: string | null;
 }
 
 export const DEFAULTS = {
@@ -72,8 +78,10 @@ export const DEFAULTS = {
   // 6 per invocation, less one for the database connection (whether connect() sockets count
   // against the 6 is not documented; a queued query would stall the drain).
   fetchSlots: 5,
-  // 16 × 5 = 80 requests waiting for headers at once across a trigger's drains.
-  drains: 16,
+  // 64 executors × 6 header-wait slots: ~380 requests waiting for headers at once per trigger.
+  executors: 64,
+  // One receiver gets at most this many requests at once from a trigger's executors.
+  originConcurrency: 200,
 } as const;
 
 export class SettingsError extends Error {
@@ -121,11 +129,10 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
   // A bad entry stops the drain (requests stay queued) rather than sending without the policy;
   // net._check_destination refuses new requests with the same message meanwhile.
   let destinations: DestinationPolicy;
+  const deniedDestinations = typeof config.denied_destinations === 'string' ? config.denied_destinations : null;
+  const allowedDestinations = typeof config.allowed_destinations === 'string' ? config.allowed_destinations : null;
   try {
-    destinations = destinationPolicy(
-      typeof config.denied_destinations === 'string' ? config.denied_destinations : null,
-      typeof config.allowed_destinations === 'string' ? config.allowed_destinations : null,
-    );
+    destinations = destinationPolicy(deniedDestinations, allowedDestinations);
   } catch (error) {
     if (error instanceof DestinationError) throw new SettingsError(`pg_net destination settings: ${error.message}`);
     throw error;
@@ -149,8 +156,13 @@ export function parseSettings(config: DatabaseConfig, vars: SettingVars): Settin
       ? integer('SUBREQUEST_LIMIT', vars.SUBREQUEST_LIMIT, 1, 10_000_000)
       : DEFAULTS.subrequestLimit,
     fetchSlots: given(vars.FETCH_SLOTS) ? integer('FETCH_SLOTS', vars.FETCH_SLOTS, 1, 10_000) : DEFAULTS.fetchSlots,
-    drains: given(vars.DRAINS) ? integer('DRAINS', vars.DRAINS, 1, 1000) : DEFAULTS.drains,
+    executors: given(vars.EXECUTORS) ? integer('EXECUTORS', vars.EXECUTORS, 0, 1000) : DEFAULTS.executors,
+    originConcurrency: given(vars.ORIGIN_CONCURRENCY)
+      ? integer('ORIGIN_CONCURRENCY', vars.ORIGIN_CONCURRENCY, 1, 100_000)
+      : DEFAULTS.originConcurrency,
     destinations,
+    deniedDestinations,
+    allowedDestinations,
   };
 }
 

@@ -108,8 +108,12 @@ export interface DrainStats {
   last_error?: string;
   /** Mean time from sending a request to its response headers (only with fetchSlots), ms. */
   header_wait_ms?: number;
-  /** A Worker trigger's drain: its helper drains (other invocations) and their totals, added in. */
-  helpers?: number;
+  /** A Worker drain: executor invocations it used (requests to itself, see src/worker/fanout.ts). */
+  executors?: number;
+  /** A Worker drain: rows out at its executors at once, at most. */
+  peak_in_flight?: number;
+  /** A Worker drain: the most connections waiting for headers in any one of its invocations (Cloudflare allows 6). */
+  peak_header_waits?: number;
   /**
    * pg_net.* settings a Worker variable overrode for this drain (name → variable and value), so
    * net.settings can say the database's value is not the one in use.

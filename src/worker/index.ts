@@ -11,6 +11,13 @@ import { healthBody, healthCache, type Probe, type Snapshot } from './health.ts'
 import { probeWithBudget } from './probe.ts';
 import type { Env, ExecutionContext, ScheduledController } from './env.ts';
 import { LISTENER_NAME, listenerWake } from './listener.ts';
+import { Fanout } from './fanout.ts';
+import { runExecutor } from './executor.ts';
+import { HEADER_WAIT_LIMIT, InvocationLimits } from './limits.ts';
+import type { ClaimedRequest } from '../core/claim.ts';
+import { Deadlines } from '../core/deadlines.ts';
+import { execute } from '../core/execute.ts';
+import type { ExecuteOptions } from '../core/types.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export { Listener } from './listener.ts';
@@ -110,155 +117,12 @@ let current: DrainRun | null = null;
 
 type Trigger = 'cron' | 'nudge';
 
-/** What a helper drain's request carries: set only through this Worker's loopback binding. */
-interface HelperSpec {
-  trigger: Trigger;
-  /** The owner of the drain that started this one, for the logs. */
-  parent: string;
-  budgetMs: number;
-  hardLimitMs: number;
-  /** Helpers this helper may start itself (a share of the trigger's DRAINS − 1, see Helpers). */
-  tokens: number;
-  /** The starting drain's base header wait against slow targets, inherited (DrainExtras.baseWaitMs; 0: none). */
-  baseWaitMs: number;
-  /**
-   * The starting invocation's string variables and secrets: a helper runs with exactly its
-   * configuration, even if a deploy changed them meanwhile (bindings such as HYPERDRIVE are the
-   * helper's own). Props stay inside the runtime.
-   */
-  vars: Record<string, string>;
-}
+/** The DB connections a coordinator may open (db.ts max): each holds a header-wait slot while open. */
+const DB_CONNECTIONS = 2;
 
-function stringVars(env: Env): Record<string, string> {
-  const vars: Record<string, string> = {};
-  for (const [name, value] of Object.entries(env)) if (typeof value === 'string') vars[name] = value;
-  return vars;
-}
-
-function helperSpec(props: unknown): HelperSpec | null {
-  if (typeof props !== 'object' || props === null) return null;
-  const spec = (props as { drainHelper?: unknown }).drainHelper;
-  if (typeof spec !== 'object' || spec === null) return null;
-  const { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs, vars } = spec as Record<string, unknown>;
-  if ((trigger !== 'cron' && trigger !== 'nudge') || typeof parent !== 'string') return null;
-  if (typeof budgetMs !== 'number' || typeof hardLimitMs !== 'number' || !(budgetMs > 0 && hardLimitMs > budgetMs)) return null;
-  if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 0) return null;
-  // Optional: props from a version before it mean none.
-  const base = baseWaitMs === undefined ? 0 : baseWaitMs;
-  if (typeof base !== 'number' || !(base >= 0)) return null;
-  if (typeof vars !== 'object' || vars === null) return null;
-  return { trigger, parent, budgetMs, hardLimitMs, tokens, baseWaitMs: base, vars: vars as Record<string, string> };
-}
-
-/** Each helper connects and reads settings (10-40 ms) before it claims: start them this far apart. */
-const HELPER_GAP_MS = 10;
-/**
- * After a helper found nothing to claim, no new one for this long, doubling while they keep
- * finding nothing (a drain stuck on slow requests stays "saturated" with the queue empty: with a
- * fixed pause, two stuck drains started 47 empty helpers in 4 s of one head-of-line run).
- */
-const HELPER_QUIET_MS = 100;
-const HELPER_QUIET_MAX_MS = 3200;
-/** A helper needs at least this much budget left to be worth its connection. */
-const HELPER_MIN_BUDGET_MS = 1000;
-
-/**
- * Helper drains for one drain. An invocation may have only 6 connections waiting for response
- * headers (FETCH_SLOTS each drain); when its drain has more work than that, another drain runs
- * in another invocation (a request to this Worker through ctx.exports), with slots of its own.
- * A trigger's drains are counted with tokens, not in shared memory (helpers may run in other
- * isolates): the starting drain has DRAINS − 1, and each helper it starts takes one plus about
- * half of those left, to start helpers of its own when it gets stuck in turn (a starting drain
- * that finished, or isn't stuck itself, would otherwise start none); they come back when it ends.
- */
-class Helpers {
-  /** Tokens held by helpers running now (each: itself plus those it was given). */
-  private used = 0;
-  private lastAt = 0;
-  private readonly started: Promise<DrainStats | null>[] = [];
-  private unavailable = false;
-  /** A helper found nothing to claim: the work was this drain's own claimed rows; wait before trying again. */
-  private quietUntil = 0;
-  /** The next pause after an empty helper (HELPER_QUIET_MS, doubling; reset by a helper that claimed). */
-  private quietMs = HELPER_QUIET_MS;
-
-  constructor(
-    private readonly ctx: ExecutionContext,
-    private readonly env: Env,
-    private readonly tokens: number,
-    private readonly spec: (now: number, tokens: number, baseWaitMs: number) => HelperSpec,
-  ) {}
-
-  /** Starts a helper drain unless the limits above say not now; true if one started. */
-  spawn(baseWaitMs: number): boolean {
-    const now = Date.now();
-    const available = this.tokens - this.used;
-    if (this.unavailable || available <= 0 || now - this.lastAt < HELPER_GAP_MS || now < this.quietUntil) return false;
-    const spec = this.spec(now, Math.floor((available - 1) / 2), baseWaitMs);
-    if (spec.budgetMs < HELPER_MIN_BUDGET_MS) return false;
-    const loopback = this.ctx.exports?.default;
-    if (!loopback) {
-      this.unavailable = true;
-      log({ event: 'helper', parent: spec.parent, error: 'ctx.exports is unavailable (compatibility date before 2025-11-17?): one drain per trigger' });
-      return false;
-    }
-    this.lastAt = now;
-    const held = 1 + spec.tokens;
-    this.used += held;
-    const done = loopback({ props: { drainHelper: spec } })
-      .fetch('https://pg-net-edge.internal/drain-helper', { method: 'POST' })
-      .then(
-        async (response): Promise<DrainStats | null> => {
-          // The helper logs its own stats; a failure is news here too.
-          const text = await response.text();
-          if (response.ok) {
-            const stats = JSON.parse(text) as DrainStats;
-            if (stats.claimed > 0) {
-              this.quietMs = HELPER_QUIET_MS;
-            } else {
-              this.quietUntil = Date.now() + this.quietMs;
-              this.quietMs = Math.min(HELPER_QUIET_MAX_MS, 2 * this.quietMs);
-            }
-            return stats;
-          }
-          log({ event: 'helper', parent: spec.parent, status: response.status, error: redact(text, this.env) });
-          return null;
-        },
-        (error: unknown) => {
-          log({ event: 'helper', parent: spec.parent, error: redact(messageOf(error), this.env) });
-          return null;
-        },
-      )
-      .finally(() => {
-        this.used -= held;
-      });
-    this.started.push(done);
-    return true;
-  }
-
-  /** Every helper's stats (null: it failed), once all started so far have ended. */
-  async settled(): Promise<(DrainStats | null)[]> {
-    const results: (DrainStats | null)[] = [];
-    while (results.length < this.started.length) results.push(...(await Promise.all(this.started.slice(results.length))));
-    return results;
-  }
-}
-
-/** A starting drain's stats with its helpers' counts added (the heartbeat's last_drain). */
-function withHelpers(stats: DrainStats, helped: (DrainStats | null)[]): DrainStats {
-  if (helped.length === 0) return stats;
-  const total: DrainStats = { ...stats, helpers: helped.length };
-  for (const h of helped) {
-    if (!h) continue;
-    // A helper's stats include the helpers it started.
-    total.helpers! += h.helpers ?? 0;
-    total.claimed += h.claimed;
-    total.recorded += h.recorded;
-    total.errors += h.errors;
-    total.last_error ??= h.last_error;
-  }
-  total.duration_ms = Date.now() - Date.parse(stats.started);
-  return total;
+/** Whether this request is an executor job from this Worker's own coordinator (props can't be forged). */
+function isExecutor(props: unknown): boolean {
+  return typeof props === 'object' && props !== null && (props as { executor?: unknown }).executor === true;
 }
 
 /** TCP probes one drain may make to classify vague failures (see probe.ts): a tenth of its requests, at most 20. */
@@ -286,65 +150,100 @@ function drainOptions(settings: Settings, budgetMs: number, hardLimitMs: number,
   };
 }
 
-async function runDrain(
-  env: Env,
-  ctx: ExecutionContext,
-  trigger: Trigger,
-  run: DrainRun,
-  helper: HelperSpec | null = null,
-): Promise<DrainStats | null> {
-  const label = helper ? { trigger, helper: true, parent: helper.parent } : { trigger };
+async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: DrainRun): Promise<DrainStats | null> {
+  const label = { trigger };
   try {
     const url = databaseUrl(env);
     if (!url) {
       log({ event: 'drain', ...label, error: NOT_CONFIGURED });
       return null;
     }
-    const sql = connect(url);
+    // Everything this invocation opens counts against Cloudflare's per-invocation limits.
+    const limits = new InvocationLimits({ subrequestLimit: Number.MAX_SAFE_INTEGER });
+    const sql = connect(url, undefined, limits);
     const settings = await loadSettings(sql, env);
-    const started = Date.now();
-    const budgetMs = helper
-      ? helper.budgetMs
-      : trigger === 'cron'
+    limits.subrequestLimit = settings.subrequestLimit;
+    const budgetMs =
+      trigger === 'cron'
         ? Math.min(settings.drainBudgetMs ?? CRON_BUDGET_MS, CRON_HARD_LIMIT_MS - 60_000)
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
-    const hardLimitMs = helper ? helper.hardLimitMs : trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
-    const owner = crypto.randomUUID();
-    const tokens = helper ? helper.tokens : settings.drains - 1;
-    const helpers = new Helpers(ctx, env, tokens, (now, given, baseWaitMs) => ({
-      trigger,
-      parent: owner,
-      budgetMs: budgetMs - (now - started),
-      hardLimitMs: hardLimitMs - (now - started),
-      tokens: given,
-      baseWaitMs,
-      // A helper's env already carries its starter's variables (see the fetch handler).
-      vars: stringVars(env),
-    }));
-    // Starting a helper is a subrequest of this invocation too.
-    const maxRequests = Math.max(1, settings.subrequestLimit - tokens);
-    const drain = new Drain(sql, (input, init) => fetch(input, init), drainOptions(settings, budgetMs, hardLimitMs, maxRequests), {
-      owner,
-      // Helpers stop when the queue is empty: the starting drain is the one nudges find.
-      lingerMs: helper ? 0 : settings.lingerMs,
-      // The starting drain writes the heartbeat once its helpers are done, with their totals.
+    const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
+    const loopback = ctx.exports?.default;
+    const probes = probeBudget(settings.subrequestLimit);
+    const localDeadlines = new Deadlines();
+    const localOptions: ExecuteOptions = {
+      maxResponseBytes: settings.maxResponseBytes,
+      userAgent: settings.userAgent,
+      destinations: settings.destinations,
+      deadlines: localDeadlines,
+      canConnect: probeWithBudget(probes),
+    };
+    const fanout =
+      settings.executors > 0 && loopback
+        ? new Fanout(
+            (body) => loopback({ props: { executor: true } }).fetch('https://pg-net-edge.internal/execute', { method: 'POST', body, duplex: 'half' } as RequestInit),
+            limits,
+            {
+              executors: settings.executors,
+              rowsPerExecutor: HEADER_WAIT_LIMIT,
+              originConcurrency: settings.originConcurrency,
+              job: {
+                maxResponseBytes: settings.maxResponseBytes,
+                userAgent: settings.userAgent,
+                denied: settings.deniedDestinations,
+                allowed: settings.allowedDestinations,
+                subrequestLimit: settings.subrequestLimit,
+                // Sent well within the lease, as the drain's own rows are (see fill in drain.ts).
+                maxWaitMs: settings.leaseMarginMs / 2,
+                memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
+              },
+              local: (row, slot) => execute(row, limits.fetchWith((input, init) => fetch(input, init), slot), localOptions).finally(slot),
+            },
+          )
+        : null;
+    if (settings.executors > 0 && !loopback) {
+      log({ event: 'drain', ...label, warning: 'ctx.exports is unavailable (compatibility date before 2025-11-17?): no executors' });
+    }
+    const options = fanout
+      ? {
+          ...drainOptions(settings, budgetMs, hardLimitMs, Number.MAX_SAFE_INTEGER),
+          // Rows out at executors: every executor's header-wait slots.
+          concurrency: settings.executors * HEADER_WAIT_LIMIT,
+          fetchSlots: undefined,
+          // Each executor is one subrequest of this invocation, carrying HEADER_WAIT_LIMIT rows.
+          maxRequests: Math.max(1, (settings.subrequestLimit - DB_CONNECTIONS) * HEADER_WAIT_LIMIT),
+        }
+      : {
+          ...drainOptions(settings, budgetMs, hardLimitMs, settings.subrequestLimit - DB_CONNECTIONS),
+          // The slots the database connections leave.
+          fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS),
+        };
+    const drain = new Drain(sql, limits.fetchWith((input, init) => fetch(input, init)), options, {
+      lingerMs: settings.lingerMs,
+      // The isolate's bound on response bytes (CONCURRENCY × MAX_RESPONSE_BYTES), executors' bodies included.
+      memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
+      // Written below, with the fan-out's figures.
       heartbeat: false,
-      ...(helper && helper.baseWaitMs > 0 ? { baseWaitMs: helper.baseWaitMs } : {}),
-      ...(tokens > 0 ? { onSaturated: (_reason: 'slow' | 'stuck', baseWaitMs: number) => helpers.spawn(baseWaitMs) } : {}),
+      ...(fanout ? { runner: (request: ClaimedRequest) => fanout.run(request) } : {}),
     });
     run.drain = drain;
     const stats = await drain.run();
+    fanout?.close();
+    localDeadlines.clear();
+    if (fanout) Object.assign(stats, fanout.stats());
+    else stats.peak_header_waits = limits.peak;
+    stats.last_error ??= fanout?.error();
+    if (stats.last_error === undefined) delete stats.last_error;
     log({
       event: 'drain',
       ...label,
       ...stats,
       ...(stats.last_error === undefined ? {} : { last_error: redact(stats.last_error, env) }),
     });
-    const total = withHelpers(stats, await helpers.settled());
     const overrides = overridesOf(settings, env);
-    if (Object.keys(overrides).length > 0) total.overrides = overrides;
-    if (helper === null && total.stopped !== 'database') await writeHeartbeat(sql, total);
-    return total;
+    if (Object.keys(overrides).length > 0) stats.overrides = overrides;
+    if (stats.stopped !== 'database') await writeHeartbeat(sql, stats);
+    return stats;
   } catch (error) {
     log({ event: 'drain', ...label, error: redact(messageOf(error), env) });
     return null;
@@ -458,14 +357,9 @@ app.onError((error, c) => c.json({ error: redact(messageOf(error), c.env) }, 500
 
 export default {
   fetch(request: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> {
-    // A helper drain started by this Worker (see Helpers): answered when the drain ends, so the
-    // starting invocation waits for it. Only the loopback binding sets props.
-    const helper = helperSpec(ctx.props);
-    if (helper) {
-      const stats = runDrain({ ...env, ...helper.vars }, ctx, helper.trigger, new DrainRun(), helper);
-      ctx.waitUntil(stats);
-      return stats.then((result) => Response.json(result ?? { error: 'drain failed (see the drain log line)' }, { status: result ? 200 : 500 }));
-    }
+    // An executor job from this Worker's coordinator (see fanout.ts): answered at once with a
+    // stream of outcomes. Only the loopback binding sets props.
+    if (isExecutor(ctx.props)) return executorResponse(request, ctx);
     // A wake from the Listener Durable Object (a NOTIFY arrived): the same drain /nudge starts.
     const wake = listenerWake(ctx.props);
     if (wake) {
@@ -488,6 +382,11 @@ export default {
     if (env.LISTENER) ctx.waitUntil(pingListener(env.LISTENER, env));
   },
 };
+
+function executorResponse(request: Request, ctx: ExecutionContext): Promise<Response> {
+  if (!request.body) return Promise.resolve(Response.json({ error: 'bad executor job' }, { status: 400 }));
+  return runExecutor(request.body, (input, init) => fetch(input, init), (p) => ctx.waitUntil(p));
+}
 
 /** Keeps the Listener Durable Object started (its alarm keeps the session up between pings). */
 async function pingListener(namespace: NonNullable<Env['LISTENER']>, env: Env): Promise<void> {

@@ -7,6 +7,7 @@
 // for sslmode=require) can upgrade this socket exactly as it upgrades its own.
 import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
+import type { InvocationLimits } from './limits.ts';
 
 interface SocketOptions {
   host: string[];
@@ -30,8 +31,10 @@ export interface PgSocket extends EventEmitter {
   setKeepAlive?: undefined;
 }
 
-export async function openSocket(options: SocketOptions): Promise<PgSocket> {
+/** `limits`: the invocation's accountant (limits.ts); the socket holds one of its slots while open. */
+export async function openSocket(options: SocketOptions, limits?: InvocationLimits): Promise<PgSocket> {
   const { connect } = await import('cloudflare:sockets');
+  const release = limits ? await limits.socketSlot() : () => {};
   const host = options.host[0] ?? 'localhost';
   const port = options.port[0] ?? 5432;
   const ssl = Boolean(options.ssl);
@@ -50,6 +53,7 @@ export async function openSocket(options: SocketOptions): Promise<PgSocket> {
   };
   const close = () => {
     if (tcp.readyState === 'closed') return;
+    release();
     tcp.readyState = 'closed';
     tcp.emit('close');
   };

@@ -376,79 +376,6 @@ describe('drain end to end', () => {
     expect(await heldMax(free)).toBe(8);
   });
 
-  it('with more work than its fetch slots, the drain reports itself saturated (a Worker then starts a helper drain)', async () => {
-    const prefix = uniquePrefix('saturated');
-    const label = `sat${Date.now().toString(36)}`;
-    // Targets that take 30 ms to answer, claims of 5 (batch size) coming back full while the
-    // queue holds more: one slot is what limits the rate, so the drain is saturated.
-    for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}/held/30/${label}/${i}`})::text as id`);
-    let calls = 0;
-    const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { calls++; } });
-    expect(busy).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
-    expect(busy.header_wait_ms).toBeGreaterThanOrEqual(30);
-    expect(calls).toBeGreaterThan(0);
-
-    // The same with targets answering at once: more drains would only share this isolate's CPU.
-    let fastCalls = 0;
-    for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/${i}`})::text as id`);
-    const fast = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { fastCalls++; } });
-    expect(fast).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
-    expect(fastCalls).toBe(0);
-
-    // Slots held by slow requests past SLOW_AFTER_MS, the queue not known to be empty: saturated.
-    const slowCalls: number[] = [];
-    const started = Date.now();
-    await queue(db.sql`select net.http_get(${`${target}/delay/1800`})::text as id`);
-    const slow = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1 }), { onSaturated: () => { slowCalls.push(Date.now() - started); } });
-    expect(slow).toMatchObject({ claimed: 1, recorded: 1, errors: 0 });
-    expect(slowCalls.length).toBeGreaterThan(0);
-    expect(slowCalls[0]).toBeGreaterThanOrEqual(1000);
-
-    // Work that fits its slots: never.
-    let fits = 0;
-    for (let i = 0; i < 3; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/fit${i}`})::text as id`);
-    await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 4 }), { onSaturated: () => { fits++; } });
-    expect(fits).toBe(0);
-  });
-
-  it('a drain in a busy isolate (its timers fire late) never reports itself saturated: a helper would only add to the backlog', async () => {
-    const label = `busy${Date.now().toString(36)}`;
-    for (let i = 0; i < 40; i++) await queue(db.sql`select net.http_get(${`${target}/held/30/${label}/${i}`})::text as id`);
-    // Keep this isolate busy: ≥ 20 ms of arithmetic at a time with 1 ms gaps, so nearly every
-    // timer the drain sets fires late. Calibrated on the warmed-up function (the JIT makes it
-    // ~10× faster after its first calls); workerd's clock moves only between events, so a
-    // spin is timed from the event after it.
-    let sink = 0;
-    const work = (iterations: number): void => {
-      for (let i = 0; i < iterations; i++) sink += i % 7;
-    };
-    for (let i = 0; i < 20; i++) work(1e6);
-    let iterations = 1e6;
-    for (let doublings = 0; doublings < 12; doublings++, iterations *= 2) {
-      const before = Date.now();
-      work(iterations);
-      await new Promise((r) => setTimeout(r, 0));
-      if (Date.now() - before >= 20) break;
-    }
-    let spinning = true;
-    const spin = (): void => {
-      if (!spinning) return;
-      work(iterations);
-      setTimeout(spin, 1);
-    };
-    spin();
-    let calls = 0;
-    try {
-      const busy = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 5 }), { onSaturated: () => { calls++; } });
-      expect(busy).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
-    } finally {
-      spinning = false;
-    }
-    expect(sink).toBeGreaterThan(0);
-    // The same work with the isolate idle is saturated (the test above): here never.
-    expect(calls).toBe(0);
-  });
-
   it('running flat out, the drain records in fewer, bigger statements than flushMs alone would make', async () => {
     const prefix = uniquePrefix('bunched');
     const ids = (await db.sql<{ id: string }[]>`
@@ -471,7 +398,7 @@ describe('drain end to end', () => {
     for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/a${i}`})::text as id`);
     const slow = await queue(db.sql`select net.http_get(${`${target}/delay/2500`}, timeout_milliseconds => 10000)::text as id`);
     for (let i = 0; i < 20; i++) await queue(db.sql`select net.http_get(${`${target}${prefix}/b${i}`})::text as id`);
-    const stuck = new Drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10 }), { onSaturated: () => {} });
+    const stuck = new Drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10 }));
     const running = stuck.run();
     // It claims ahead: some rows behind the slow one are leased to it, waiting for the only slot…
     await until('rows claimed ahead', async () => {
@@ -526,7 +453,7 @@ describe('drain end to end', () => {
     await db.sql`alter function net._release(text, text) rename to _release_gone`;
     let first;
     try {
-      first = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10, leaseMarginMs: 2000 }), { onSaturated: () => {} });
+      first = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10, leaseMarginMs: 2000 }));
     } finally {
       await db.sql`alter function net._release_gone(text, text) rename to _release`;
     }

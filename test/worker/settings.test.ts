@@ -18,8 +18,11 @@ describe('parseSettings', () => {
       lingerMs: 1000,
       subrequestLimit: 9000,
       fetchSlots: 5,
-      drains: 16,
+      executors: 64,
+      originConcurrency: 200,
       destinations: DEFAULT_POLICY,
+      deniedDestinations: null,
+      allowedDestinations: null,
     });
     expect(DEFAULTS.concurrency).toBe(32);
   });
@@ -40,7 +43,8 @@ describe('parseSettings', () => {
         LINGER_MS: '0',
         SUBREQUEST_LIMIT: '45',
         FETCH_SLOTS: '6',
-        DRAINS: '3',
+        EXECUTORS: '3',
+        ORIGIN_CONCURRENCY: '50',
       },
     );
     expect(s).toEqual({
@@ -55,8 +59,11 @@ describe('parseSettings', () => {
       lingerMs: 0,
       subrequestLimit: 45,
       fetchSlots: 6,
-      drains: 3,
+      executors: 3,
+      originConcurrency: 50,
       destinations: DEFAULT_POLICY,
+      deniedDestinations: null,
+      allowedDestinations: null,
     });
   });
 
@@ -98,8 +105,9 @@ describe('parseSettings', () => {
     ['SUBREQUEST_LIMIT', 'lots'],
     ['FETCH_SLOTS', '0'],
     ['FETCH_SLOTS', '2.5'],
-    ['DRAINS', '0'],
-    ['DRAINS', 'many'],
+    ['EXECUTORS', '-1'],
+    ['EXECUTORS', 'many'],
+    ['ORIGIN_CONCURRENCY', '0'],
     ['TTL', "1 hour'; drop table x; --"],
     ['TTL', 'forever'],
   ])('%s=%j is rejected with an error naming the variable', (name, value) => {
