@@ -91,16 +91,30 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
   const writer = writable.getWriter();
   const encoder = new TextEncoder();
   let pending: string[] = [];
+  // Bytes of lines emitted but not yet taken by the coordinator's stream: an outcome's body,
+  // encoded, is still in this isolate until then, so it stays in the isolate's count (memory.ts)
+  // and no row starts beyond the limit while the coordinator reads more slowly than targets answer.
+  let pendingBytes = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const flush = (): void => {
     timer = undefined;
     if (pending.length === 0) return;
     const text = pending.join('');
+    const bytes = pendingBytes;
     pending = [];
-    writer.write(encoder.encode(text)).catch(() => {});
+    pendingBytes = 0;
+    // Held until the stream has taken the line (backpressure: the coordinator's read).
+    writer.write(encoder.encode(text)).then(
+      () => holdBytes(-bytes),
+      () => holdBytes(-bytes),
+    );
   };
   const emit = (line: ExecutorLine): void => {
-    pending.push(`${JSON.stringify(line)}\n`);
+    const text = `${JSON.stringify(line)}\n`;
+    // UTF-16 length: the encoded line has at least this many bytes (ASCII: exactly).
+    holdBytes(text.length);
+    pendingBytes += text.length;
+    pending.push(text);
     timer ??= setTimeout(flush, WRITE_EVERY_MS);
   };
 
@@ -137,16 +151,17 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
         : execute(row, counted, options)
       )
         // The slot is freed when headers arrive; also when execute ended without fetching.
-        .finally(() => {
-          slot();
-          holdBytes(-reservation.bytes);
-          reservation.bytes = 0;
-        })
+        .finally(slot)
         .then(
           (outcome) => emit({ outcome }),
           (error: unknown) => emit({ outcome: errorOutcome(row.id, `internal error: ${messageOf(error)}`) }),
         )
-        .finally(() => running.delete(done));
+        .finally(() => {
+          // Its line now counts instead (emit): the body's bytes were counted until then.
+          holdBytes(-reservation.bytes);
+          reservation.bytes = 0;
+          running.delete(done);
+        });
       running.add(done);
     }
     starting = false;

@@ -11,6 +11,7 @@ import type { Outcome } from '../core/types.ts';
 import { toWire, type ExecutorJob, type ExecutorLine } from './executor.ts';
 import type { InvocationLimits } from './limits.ts';
 import { lines } from './ndjson.ts';
+import { holdBytes } from '../core/memory.ts';
 
 export interface FanoutOptions {
   /** Lanes (executor invocations) open at once at most (EXECUTORS). */
@@ -264,7 +265,7 @@ export class Fanout {
   }
 
   private async read(body: ReadableStream<Uint8Array>, lane: Lane): Promise<void> {
-    for await (const batch of lines(body)) {
+    for await (const batch of lines(body, holdBytes)) {
       for (const text of batch) {
         const line = JSON.parse(text) as ExecutorLine;
         if ('outcome' in line) this.settle(lane, String(line.outcome.id), line.outcome);

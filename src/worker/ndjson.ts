@@ -60,16 +60,29 @@ export class LineSplitter {
   }
 }
 
-/** The lines of a stream, as they arrive (each chunk's complete lines at once). */
-export async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string[]> {
+/**
+ * The lines of a stream, as they arrive (each chunk's complete lines at once). `hold` is told the
+ * bytes of the line still arriving (memory.ts's holdBytes), so a large outcome counts against
+ * the isolate's bytes from its first chunk, not only once it is complete.
+ */
+export async function* lines(body: ReadableStream<Uint8Array>, hold?: (delta: number) => void): AsyncGenerator<string[]> {
   const reader = body.getReader();
   const splitter = new LineSplitter();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    const complete = splitter.push(value);
-    if (complete.length > 0) yield complete;
+  let held = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const complete = splitter.push(value);
+      if (hold && splitter.pending !== held) {
+        hold(splitter.pending - held);
+        held = splitter.pending;
+      }
+      if (complete.length > 0) yield complete;
+    }
+    const last = splitter.end();
+    if (last !== null) yield [last];
+  } finally {
+    if (hold && held !== 0) hold(-held);
   }
-  const last = splitter.end();
-  if (last !== null) yield [last];
 }

@@ -53,4 +53,21 @@ describe('NDJSON lines', () => {
     expect(splitter.pending).toBe(0);
     expect(splitter.end()).toBeNull();
   });
+
+  it('tells hold the bytes of the line still arriving, and gives them all back at the end', async () => {
+    const held: number[] = [];
+    let total = 0;
+    const hold = (delta: number) => {
+      total += delta;
+      held.push(total);
+    };
+    const text = `{"a":"${'x'.repeat(100)}"}\n{"b":"${'y'.repeat(50)}"}`;
+    const out: string[] = [];
+    for await (const batch of lines(streamOf(cut(encode(text), 30)), hold)) out.push(...batch);
+    expect(out).toHaveLength(2);
+    // Grows while the first line arrives (never more than it), then restarts with the second.
+    expect(Math.max(...held)).toBeLessThanOrEqual(text.indexOf('\n'));
+    expect(held[0]).toBe(30);
+    expect(total).toBe(0);
+  });
 });
