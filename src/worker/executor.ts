@@ -14,6 +14,7 @@ import type { ClaimedRequest } from '../core/claim.ts';
 import type { ExecuteOptions, Outcome } from '../core/types.ts';
 import { InvocationLimits } from './limits.ts';
 import { probeWithBudget } from './probe.ts';
+import { lines } from './ndjson.ts';
 
 /** A claimed row on the wire: its body as base64. */
 export type WireRow = Omit<ClaimedRequest, 'body'> & { body: string | null };
@@ -64,28 +65,6 @@ export function parseJob(value: unknown): Omit<ExecutorJob, 'rows'> | null {
   return job as ExecutorJob;
 }
 
-/** The NDJSON lines of a stream, as they arrive. */
-async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  // A TextDecoder on each chunk, not a TextDecoderStream: one stream hop less per chunk.
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let rest = '';
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    rest += decoder.decode(value, { stream: true });
-    let from = 0;
-    let end = rest.indexOf('\n');
-    while (end >= 0) {
-      yield rest.slice(from, end);
-      from = end + 1;
-      end = rest.indexOf('\n', from);
-    }
-    rest = rest.slice(from);
-  }
-  if (rest.trim() !== '') yield rest;
-}
-
 /**
  * Runs an executor: `body` streams the job (first line) and then rows, as the coordinator hands
  * them over. Answers at once with a stream of ExecutorLines; ends once the coordinator has closed
@@ -94,7 +73,8 @@ async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> 
 export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typeof fetch, waitUntil: (p: Promise<unknown>) => void): Promise<Response> {
   const input = lines(body);
   const first = await input.next();
-  const job = first.done ? null : parseJob(JSON.parse(first.value));
+  const [head, ...early] = first.done ? [] : first.value;
+  const job = head === undefined ? null : parseJob(JSON.parse(head));
   if (!job) return Response.json({ error: 'bad executor job' }, { status: 400 });
   const limits = new InvocationLimits({ subrequestLimit: job.subrequestLimit });
   const deadlines = new Deadlines();
@@ -111,16 +91,30 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
   const writer = writable.getWriter();
   const encoder = new TextEncoder();
   let pending: string[] = [];
+  // Bytes of lines emitted but not yet taken by the coordinator's stream: an outcome's body,
+  // encoded, is still in this isolate until then, so it stays in the isolate's count (memory.ts)
+  // and no row starts beyond the limit while the coordinator reads more slowly than targets answer.
+  let pendingBytes = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const flush = (): void => {
     timer = undefined;
     if (pending.length === 0) return;
     const text = pending.join('');
+    const bytes = pendingBytes;
     pending = [];
-    writer.write(encoder.encode(text)).catch(() => {});
+    pendingBytes = 0;
+    // Held until the stream has taken the line (backpressure: the coordinator's read).
+    writer.write(encoder.encode(text)).then(
+      () => holdBytes(-bytes),
+      () => holdBytes(-bytes),
+    );
   };
   const emit = (line: ExecutorLine): void => {
-    pending.push(`${JSON.stringify(line)}\n`);
+    const text = `${JSON.stringify(line)}\n`;
+    // UTF-16 length: the encoded line has at least this many bytes (ASCII: exactly).
+    holdBytes(text.length);
+    pendingBytes += text.length;
+    pending.push(text);
     timer ??= setTimeout(flush, WRITE_EVERY_MS);
   };
 
@@ -157,16 +151,17 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
         : execute(row, counted, options)
       )
         // The slot is freed when headers arrive; also when execute ended without fetching.
-        .finally(() => {
-          slot();
-          holdBytes(-reservation.bytes);
-          reservation.bytes = 0;
-        })
+        .finally(slot)
         .then(
           (outcome) => emit({ outcome }),
           (error: unknown) => emit({ outcome: errorOutcome(row.id, `internal error: ${messageOf(error)}`) }),
         )
-        .finally(() => running.delete(done));
+        .finally(() => {
+          // Its line now counts instead (emit): the body's bytes were counted until then.
+          holdBytes(-reservation.bytes);
+          reservation.bytes = 0;
+          running.delete(done);
+        });
       running.add(done);
     }
     starting = false;
@@ -174,10 +169,12 @@ export async function runExecutor(body: ReadableStream<Uint8Array>, fetchFn: typ
 
   const work = (async () => {
     const starters: Promise<void>[] = [];
-    for await (const line of input) {
-      queue.push({ wire: JSON.parse(line) as WireRow, at: Date.now() });
-      starters.push(startRows());
-    }
+    const take = (batch: string[]): void => {
+      for (const line of batch) queue.push({ wire: JSON.parse(line) as WireRow, at: Date.now() });
+      if (batch.length > 0) starters.push(startRows());
+    };
+    take(early);
+    for await (const batch of input) take(batch);
     await Promise.all(starters);
     while (running.size > 0) await Promise.all([...running]);
     deadlines.clear();

@@ -10,6 +10,8 @@ import type { ClaimedRequest } from '../core/claim.ts';
 import type { Outcome } from '../core/types.ts';
 import { toWire, type ExecutorJob, type ExecutorLine } from './executor.ts';
 import type { InvocationLimits } from './limits.ts';
+import { lines } from './ndjson.ts';
+import { holdBytes } from '../core/memory.ts';
 
 export interface FanoutOptions {
   /** Lanes (executor invocations) open at once at most (EXECUTORS). */
@@ -263,28 +265,14 @@ export class Fanout {
   }
 
   private async read(body: ReadableStream<Uint8Array>, lane: Lane): Promise<void> {
-    // A TextDecoder on each chunk, not a TextDecoderStream: one stream hop less per chunk.
-    const reader = body.getReader();
-    const decoder = new TextDecoder();
-    let rest = '';
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      rest += decoder.decode(value, { stream: true });
-      let from = 0;
-      let end = rest.indexOf('\n');
-      let freed = false;
-      while (end >= 0) {
-        const line = JSON.parse(rest.slice(from, end)) as ExecutorLine;
+    for await (const batch of lines(body, holdBytes)) {
+      for (const text of batch) {
+        const line = JSON.parse(text) as ExecutorLine;
         if ('outcome' in line) this.settle(lane, String(line.outcome.id), line.outcome);
         else if ('unsent' in line) this.settle(lane, line.unsent, null);
         else this.peakExecutorWaits = Math.max(this.peakExecutorWaits, line.done.peak_header_waits);
-        freed = true;
-        from = end + 1;
-        end = rest.indexOf('\n', from);
       }
-      rest = rest.slice(from);
-      if (freed && this.pending.length > 0) this.dispatch();
+      if (this.pending.length > 0) this.dispatch();
     }
   }
 }
