@@ -16,6 +16,7 @@ import { BUFFER_LIMIT_BYTES, bodyBytes, ByteBudget } from './byte-budget.ts';
 import type { ErrorKind } from './failures.ts';
 import { flushDelay, flushDue, RecordBuffer } from './record-buffer.ts';
 import { type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
+import { messageOf } from './errors.ts';
 
 export interface DrainExtras {
   /** Lease owner; default crypto.randomUUID(). */
@@ -94,9 +95,6 @@ export function errorOutcome(id: string, message: string, kind: ErrorKind = 'int
   };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /**
  * SQLSTATE classes where retrying the same data can't help (data exception, constraint, limits,

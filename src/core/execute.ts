@@ -6,6 +6,7 @@ import { DEFAULT_POLICY } from './destination.ts';
 import { Refused, sendChecked } from './redirects.ts';
 import { classifyFailure, endpointOf, failureMessage, refineWithProbe, type ErrorKind, type Failure } from './failures.ts';
 import { canonicalHeaderName } from './header-names.ts';
+import { messageOf } from './errors.ts';
 import { DEFAULT_RETRY_POLICY, retryDelay } from './retry.ts';
 import { HEADER_BYTES, type ExecuteOptions, type Outcome, type QueuedRequest } from './types.ts';
 
@@ -184,11 +185,6 @@ function init(prepared: Prepared, signal: AbortSignal): RequestInit {
   return given;
 }
 
-function messageOf(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  if (typeof error === 'object' && error !== null && 'message' in error) return String(error.message);
-  return String(error);
-}
 
 function isTimeout(error: unknown, signal: AbortSignal): boolean {
   if (signal.aborted) return true;

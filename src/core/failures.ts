@@ -5,6 +5,8 @@
 // workerd says little ("Network connection lost.", "internal error; reference = …"), which a TCP
 // probe (ExecuteOptions.canConnect) refines after the fact.
 
+import { messageOf } from './errors.ts';
+
 export type ErrorKind =
   | 'timeout'
   | 'connect'
@@ -52,11 +54,6 @@ export function failureMessage(kind: ErrorKind, detail: string): string {
   return text === undefined ? detail : `${text}: ${detail}`;
 }
 
-function messageOf(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  if (typeof error === 'object' && error !== null && 'message' in error) return String(error.message);
-  return String(error);
-}
 
 /**
  * What a failed fetch (or body read) means. `reading`: the headers had arrived, so a lost

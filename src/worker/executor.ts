@@ -15,6 +15,7 @@ import type { ExecuteOptions, Outcome } from '../core/types.ts';
 import { InvocationLimits } from './limits.ts';
 import { probeWithBudget } from './probe.ts';
 import { lines } from './ndjson.ts';
+import { messageOf } from '../core/errors.ts';
 
 /** A claimed row on the wire: its body as base64. */
 export type WireRow = Omit<ClaimedRequest, 'body'> & { body: string | null };
@@ -52,9 +53,6 @@ function fromWire(row: WireRow): ClaimedRequest {
   return { ...row, body: row.body === null ? null : new Uint8Array(Buffer.from(row.body, 'base64')) };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /** Parses and checks a job's first line (it comes from this Worker's own coordinator through the loopback). */
 export function parseJob(value: unknown): Omit<ExecutorJob, 'rows'> | null {

@@ -18,6 +18,7 @@ import type { ClaimedRequest } from '../core/claim.ts';
 import { Deadlines } from '../core/deadlines.ts';
 import { execute } from '../core/execute.ts';
 import type { ExecuteOptions } from '../core/types.ts';
+import { messageOf } from '../core/errors.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export { Listener } from './listener.ts';
@@ -46,9 +47,6 @@ function databaseUrl(env: Env): string | null {
   return env.HYPERDRIVE?.connectionString || env.DATABASE_URL || null;
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function passwordsOf(url: string | undefined): string[] {
   if (!url) return [];

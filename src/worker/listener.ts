@@ -9,6 +9,7 @@ import postgres from 'postgres';
 import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
 import type { Env } from './env.ts';
 import { openSocket } from './socket.ts';
+import { messageOf } from '../core/errors.ts';
 
 /** The one object every cron pings. */
 export const LISTENER_NAME = 'listener';
@@ -54,9 +55,6 @@ export function listenerWake(props: unknown): ListenerWake | null {
   return { vars: vars as Record<string, string> };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 function stringVars(env: object): Record<string, string> {
   const vars: Record<string, string> = {};
