@@ -80,8 +80,10 @@ export const DEFAULTS = {
   fetchSlots: 5,
   // 64 executors × 6 header-wait slots: ~380 requests waiting for headers at once per trigger.
   executors: 64,
-  // One receiver gets at most this many requests at once from a trigger's executors.
-  originConcurrency: 200,
+  // One receiver gets at most this many requests at once from a trigger: what common servers
+  // take at once by default (Apache's event MPM: 400 workers; nginx: 512 connections per worker),
+  // and enough for one workerd thread's ~300 in flight locally.
+  originConcurrency: 400,
 } as const;
 
 export class SettingsError extends Error {

@@ -19,7 +19,7 @@ describe('parseSettings', () => {
       subrequestLimit: 9000,
       fetchSlots: 5,
       executors: 64,
-      originConcurrency: 200,
+      originConcurrency: 400,
       destinations: DEFAULT_POLICY,
       deniedDestinations: null,
       allowedDestinations: null,
