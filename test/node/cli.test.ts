@@ -10,6 +10,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../src/node/embedded.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/until.ts';
 import { withDatabase } from '../support/urls.ts';
 
 const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
@@ -291,14 +292,6 @@ async function nudgeReceiver() {
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
   const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
   return { auths, nudgeUrl, server };
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 describe('long-running commands', () => {
