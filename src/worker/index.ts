@@ -19,6 +19,7 @@ import { Deadlines } from '../core/deadlines.ts';
 import { execute } from '../core/execute.ts';
 import type { ExecuteOptions } from '../core/types.ts';
 import { messageOf } from '../core/errors.ts';
+import { redactUrlsIn } from '../core/redact.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export { Listener } from './listener.ts';
@@ -67,7 +68,7 @@ function passwordsOf(url: string | undefined): string[] {
 
 /** Removes credentials from text that leaves the Worker (responses, logs). */
 function redact(text: string, env: Env): string {
-  let out = text.replace(/(:\/\/)[^\s/@]*@/g, '$1***@');
+  let out = redactUrlsIn(text);
   const secrets = [
     env.NUDGE_SECRET,
     ...passwordsOf(env.DATABASE_URL),

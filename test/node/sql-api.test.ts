@@ -3,17 +3,13 @@
 // commit/rollback, NOTIFY folding, and who may call what.
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { useFreshDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
-});
-afterAll(async () => {
-  await sql?.end();
+useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
 
 interface StoredRequest {
