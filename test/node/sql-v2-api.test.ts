@@ -695,6 +695,10 @@ describe('upgrade from schema v1', () => {
       alter table net.http_request_queue disable row level security, drop column owner, drop column expired_leases;
       alter table net._http_response disable row level security, drop column owner, drop column retry_claim;
       delete from net._migrations where version = 3;
+      -- … and what v5 added.
+      drop policy cancel_unclaimed on net.http_request_queue;
+      alter table net.http_request_queue drop column cancel_claim;
+      delete from net._migrations where version = 5;
       insert into net.http_request_queue (method, url, headers, timeout_milliseconds) values ('GET', 'https://e.com/v1', '{}', 1000);
       insert into net._http_response (id, status_code, content) values (777, 200, 'v1 response');`);
     const report = await install(up.url, { log: () => {} });
