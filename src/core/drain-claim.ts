@@ -73,9 +73,31 @@ export function judgeQueue(r: ClaimResult): QueueVerdict {
   return { empty: 'no', fullClaimNext: false, gapMs: SUSPECTED_GAP_MS / 2, retryInMs: null };
 }
 
+/** The drain's claiming state. */
+export class ClaimState {
+  /** Rows claimed and not given back: counted against opts.maxRequests and in the stats. */
+  claimed = 0;
+  /** A claim statement is running (one at a time). */
+  inFlight = false;
+  failures = 0;
+  /** After a failed claim, the next waits until then (backoff). */
+  retryAt = 0;
+  empty: EmptyState = 'no';
+  /** Pokes so far: one arriving during a claim means the claim may predate new rows. */
+  pokes = 0;
+  /** With the queue looking empty and requests in flight, the next claim waits until then. */
+  suspectedRetryAt = 0;
+  /** Doubled before use: the first look after an empty claim waits SUSPECTED_GAP_MS. */
+  suspectedGapMs = SUSPECTED_GAP_MS / 2;
+  /** Highest id claimed so far (ids as decimal text: bigint): the next claim's after_id hint. */
+  after: string | null = null;
+  /** When a claim last looked from the start of the queue (see FULL_CLAIM_EVERY_MS). */
+  lastFullAt = 0;
+}
+
 /** Rows this drain may still claim under opts.maxRequests (Infinity without a cap). */
 export function requestsLeft(d: Drain): number {
-  return d.opts.maxRequests === undefined ? Infinity : d.opts.maxRequests - d.claimed;
+  return d.opts.maxRequests === undefined ? Infinity : d.opts.maxRequests - d.claiming.claimed;
 }
 
 /** Could this drain still claim (ignoring a claim in flight or a pending retry)? */
@@ -84,12 +106,12 @@ export function claimPossible(d: Drain, now: number): boolean {
   const elapsed = now - d.started;
   if (elapsed >= d.opts.budgetMs) return false;
   if (d.opts.hardLimitMs - elapsed - d.slackMs <= 0) return false;
-  if (d.empty === 'confirmed') return false;
+  if (d.claiming.empty === 'confirmed') return false;
   return true;
 }
 
 export function mayClaimNow(d: Drain, now: number): boolean {
-  if (d.claimInFlight || now < d.claimRetryAt || !claimPossible(d, now)) return false;
+  if (d.claiming.inFlight || now < d.claiming.retryAt || !claimPossible(d, now)) return false;
   if (room(d, now) <= 0 || d.buffer.length >= MAX_BUFFERED) return false;
   // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
   if (d.slots.stuck(now)) return false;
@@ -100,7 +122,7 @@ export function mayClaimNow(d: Drain, now: number): boolean {
   // The queue looked empty: wait for in-flight work to finish, then claim once more to be sure;
   // while slow requests keep it in flight, look again now and then (rows another drain gave
   // back, or whose lease expired, would otherwise wait for them).
-  if (d.empty === 'suspected' && (d.inFlight > 0 || d.ready.length > 0) && now < d.suspectedRetryAt) return false;
+  if (d.claiming.empty === 'suspected' && (d.inFlight > 0 || d.ready.length > 0) && now < d.claiming.suspectedRetryAt) return false;
   return true;
 }
 
@@ -138,57 +160,57 @@ export function startClaim(d: Drain, now: number): void {
   const want = Math.min(room(d, now), d.opts.batchSize, requestsLeft(d));
   const maxTimeoutMs = d.opts.hardLimitMs - elapsed - d.slackMs;
   const idleAtIssue = d.inFlight === 0 && d.ready.length === 0;
-  const pokesAtIssue = d.pokes;
-  const afterId = claimAfterId(now, d.lastFullClaimAt, d.claimAfter);
-  if (afterId === null) d.lastFullClaimAt = now;
-  d.claimInFlight = true;
+  const pokesAtIssue = d.claiming.pokes;
+  const afterId = claimAfterId(now, d.claiming.lastFullAt, d.claiming.after);
+  if (afterId === null) d.claiming.lastFullAt = now;
+  d.claiming.inFlight = true;
   claim(d.sql, d.owner, want, { leaseMarginMs: d.opts.leaseMarginMs, maxTimeoutMs, afterId, maxBytes: d.opts.claimBytes })
     .then(
       (rows) => {
-        d.claimFailures = 0;
+        d.claiming.failures = 0;
         claimed(d, rows, want);
         const verdict = judgeQueue({
           rows: rows.length,
           want,
           idleAtIssue,
           hinted: afterId !== null,
-          poked: d.pokes !== pokesAtIssue,
-          gapMs: d.suspectedGapMs,
+          poked: d.claiming.pokes !== pokesAtIssue,
+          gapMs: d.claiming.suspectedGapMs,
         });
-        d.empty = verdict.empty;
-        d.suspectedGapMs = verdict.gapMs;
-        if (verdict.fullClaimNext) d.lastFullClaimAt = 0;
-        if (verdict.retryInMs !== null) d.suspectedRetryAt = d.clock.now() + verdict.retryInMs;
+        d.claiming.empty = verdict.empty;
+        d.claiming.suspectedGapMs = verdict.gapMs;
+        if (verdict.fullClaimNext) d.claiming.lastFullAt = 0;
+        if (verdict.retryInMs !== null) d.claiming.suspectedRetryAt = d.clock.now() + verdict.retryInMs;
       },
       (error: unknown) => {
-        d.claimFailures++;
+        d.claiming.failures++;
         d.lastError = `claim: ${messageOf(error)}`;
-        const at = d.clock.now() + backoff(d.retryBaseMs, d.claimFailures);
-        if (d.claimFailures > d.retries || at - d.started >= d.opts.budgetMs) {
+        const at = d.clock.now() + backoff(d.retryBaseMs, d.claiming.failures);
+        if (d.claiming.failures > d.retries || at - d.started >= d.opts.budgetMs) {
           d.databaseDown = true;
         } else {
-          d.claimRetryAt = at;
+          d.claiming.retryAt = at;
         }
       },
     )
     .finally(() => {
-      d.claimInFlight = false;
+      d.claiming.inFlight = false;
       d.signal();
     });
 }
 
 /** Takes in a claim's rows: counts them, moves the id hint, and starts what slots allow. */
 function claimed(d: Drain, rows: ClaimedRequest[], want: number): void {
-  d.claimed += rows.length;
+  d.claiming.claimed += rows.length;
   // Rows come in id order: the last has the highest id.
   const last = rows[rows.length - 1]?.id;
-  if (last !== undefined && (d.claimAfter === null || higherId(last, d.claimAfter))) d.claimAfter = last;
+  if (last !== undefined && (d.claiming.after === null || higherId(last, d.claiming.after))) d.claiming.after = last;
   // At its request cap with a full claim (more rows are likely waiting): wake a fresh drain
   // now, through NOTIFY and the relay, rather than leave them to the next cron.
   if (requestsLeft(d) <= 0 && rows.length === want && want > 0) handOver(d.sql, d);
   if (rows.length > 0) d.lastActiveAt = d.clock.now();
   // Their outcomes may schedule HTTP retries: ask for the next due time again before stopping.
-  if (rows.length > 0) d.dueChecked = false;
+  if (rows.length > 0) d.due.checked = false;
   const claimedAt = d.clock.now();
   for (const request of rows) d.ready.push({ request, claimedAt });
   d.startReady();

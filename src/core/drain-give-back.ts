@@ -16,7 +16,7 @@ export function giveBack(d: Drain): void {
   if (d.releaseInFlight || d.unsent.length === 0 || d.databaseDown) return;
   const ids = d.unsent.splice(0);
   // Not sent by this drain: they don't count against its request cap or in its stats.
-  d.claimed -= ids.length;
+  d.claiming.claimed -= ids.length;
   d.releaseInFlight = true;
   release(d.sql, d.owner, ids)
     .then(

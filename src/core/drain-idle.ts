@@ -8,6 +8,16 @@ import { messageOf } from './errors.ts';
 /** Claim this long after a request's not_before, so the database's clock has surely passed it. */
 export const DUE_SLACK_MS = 25;
 
+/** When the next delayed request or HTTP retry comes due, as far as the drain asked. */
+export class DueState {
+  /** When the next not-yet-due request comes due; 0: none within the budget (or not asked). */
+  at = 0;
+  /** net._next_due_ms is being asked. */
+  checking = false;
+  /** net._next_due_ms was asked since the drain last claimed rows. */
+  checked = false;
+}
+
 /** Within the budget (time and requests), ignoring whether the queue looked empty. */
 export function withinBudget(d: Drain, now: number): boolean {
   if (d.databaseDown || requestsLeft(d) <= 0) return false;
@@ -17,12 +27,12 @@ export function withinBudget(d: Drain, now: number): boolean {
 
 /** About to stop: should the drain first ask when the next delayed request or retry comes due? */
 export function dueCheckWanted(d: Drain, now: number): boolean {
-  if (!d.waitForDue || d.dueChecked || d.dueCheckInFlight || d.nextDueAt > 0) return false;
+  if (!d.waitForDue || d.due.checked || d.due.checking || d.due.at > 0) return false;
   return withinBudget(d, now);
 }
 
 export function startDueCheck(d: Drain, now: number): void {
-  d.dueCheckInFlight = true;
+  d.due.checking = true;
   const maxTimeoutMs = Math.max(0, Math.floor(d.opts.hardLimitMs - (now - d.started) - d.slackMs));
   d.sql<{ ms: string | null }[]>`select net._next_due_ms(${maxTimeoutMs}::int)::text as ms`
     .then(
@@ -31,7 +41,7 @@ export function startDueCheck(d: Drain, now: number): void {
         if (ms === null || ms === undefined) return;
         const at = d.clock.now() + Math.max(0, Number(ms)) + DUE_SLACK_MS;
         // Only worth waiting for if it can still be claimed within the budget.
-        if (Number.isFinite(at) && at - d.started < d.opts.budgetMs) d.nextDueAt = at;
+        if (Number.isFinite(at) && at - d.started < d.opts.budgetMs) d.due.at = at;
       },
       (error: unknown) => {
         // Best effort (e.g. an older schema without net._next_due_ms): the next cron sends it.
@@ -39,17 +49,17 @@ export function startDueCheck(d: Drain, now: number): void {
       },
     )
     .finally(() => {
-      d.dueChecked = true;
-      d.dueCheckInFlight = false;
+      d.due.checked = true;
+      d.due.checking = false;
       d.signal();
     });
 }
 
 /** A delayed request or HTTP retry is due: claim again, as after a poke. */
 export function dueArrived(d: Drain): void {
-  d.nextDueAt = 0;
-  d.dueChecked = false;
-  if (d.empty === 'confirmed') d.empty = 'no';
+  d.due.at = 0;
+  d.due.checked = false;
+  if (d.claiming.empty === 'confirmed') d.claiming.empty = 'no';
 }
 
 /** Idle after the queue emptied, but within lingerMs of the last work and within the budget. */

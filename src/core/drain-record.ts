@@ -10,6 +10,17 @@ import { record } from './record.ts';
 import { flushDelay as flushDelayOf, flushDue as flushDueOf } from './record-buffer.ts';
 import type { Outcome } from './types.ts';
 
+/** The drain's recording state (the outcomes themselves wait in Drain.buffer). */
+export class RecordState {
+  /** A record statement is running (one at a time). */
+  inFlight = false;
+  failures = 0;
+  /** After a failed record, the next waits until then (backoff). */
+  retryAt = 0;
+  /** Outcomes recorded so far. */
+  recorded = 0;
+}
+
 /**
  * SQLSTATE classes where retrying the same data can't help (data exception, constraint, limits,
  * and a row that makes a function raise (P0) or the server fail internally (XX, e.g. "invalid
@@ -23,11 +34,11 @@ export function isDataError(error: unknown): boolean {
 export function flushDue(d: Drain, now: number): boolean {
   return flushDueOf(d.buffer, {
     now,
-    recordInFlight: d.recordInFlight,
-    retryAt: d.recordRetryAt,
+    recordInFlight: d.recording.inFlight,
+    retryAt: d.recording.retryAt,
     databaseDown: d.databaseDown,
     delayMs: flushDelay(d, now),
-    idle: d.inFlight === 0 && d.ready.length === 0 && !d.claimInFlight,
+    idle: d.inFlight === 0 && d.ready.length === 0 && !d.claiming.inFlight,
   });
 }
 
@@ -39,23 +50,23 @@ export function flushDelay(d: Drain, now: number): number {
 
 export function startRecord(d: Drain): void {
   const { chunk, bytes } = d.buffer.take(d.clock.now());
-  d.recordInFlight = true;
+  d.recording.inFlight = true;
   d.bytes.recording = bytes;
   recordChunk(d, chunk)
     .catch((error: unknown) => {
-      d.recordFailures++;
+      d.recording.failures++;
       d.lastError = `record: ${messageOf(error)}`;
-      const at = d.clock.now() + backoff(d.retryBaseMs, d.recordFailures);
-      if (d.databaseDown || d.recordFailures > d.retries || at - d.started >= d.opts.hardLimitMs - d.slackMs) {
+      const at = d.clock.now() + backoff(d.retryBaseMs, d.recording.failures);
+      if (d.databaseDown || d.recording.failures > d.retries || at - d.started >= d.opts.hardLimitMs - d.slackMs) {
         // Give up: these rows stay leased and are claimed again after the lease expires.
         d.databaseDown = true;
       } else {
         d.buffer.putBack(chunk);
-        d.recordRetryAt = at;
+        d.recording.retryAt = at;
       }
     })
     .finally(() => {
-      d.recordInFlight = false;
+      d.recording.inFlight = false;
       d.bytes.recording = 0;
       d.syncHeld();
       d.signal();
@@ -64,8 +75,8 @@ export function startRecord(d: Drain): void {
 
 async function recordChunk(d: Drain, chunk: Outcome[]): Promise<void> {
   try {
-    d.recorded += await record(d.sql, d.owner, chunk);
-    d.recordFailures = 0;
+    d.recording.recorded += await record(d.sql, d.owner, chunk);
+    d.recording.failures = 0;
     return;
   } catch (error) {
     if (!isDataError(error)) throw error;
@@ -75,13 +86,13 @@ async function recordChunk(d: Drain, chunk: Outcome[]): Promise<void> {
   // record them one by one and store an error in place of any that still fail.
   for (const outcome of chunk) {
     try {
-      d.recorded += await record(d.sql, d.owner, [outcome]);
+      d.recording.recorded += await record(d.sql, d.owner, [outcome]);
     } catch (error) {
       if (!isDataError(error)) throw error;
       const replacement = errorOutcome(outcome.id, `could not store the response: ${messageOf(error)}`);
-      d.recorded += await record(d.sql, d.owner, [replacement]);
+      d.recording.recorded += await record(d.sql, d.owner, [replacement]);
       if (outcome.error_msg === null) d.errors++;
     }
   }
-  d.recordFailures = 0;
+  d.recording.failures = 0;
 }

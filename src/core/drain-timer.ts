@@ -12,26 +12,26 @@ export const POKE_TICK_MS = 10;
 /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
 export function nextSlowAt(d: Drain, now: number): number {
   if (d.slotsFree(now) > 0) return Infinity;
-  if (d.ready.length === 0 && (d.claimInFlight || !claimPossible(d, now))) return Infinity;
+  if (d.ready.length === 0 && (d.claiming.inFlight || !claimPossible(d, now))) return Infinity;
   return d.slots.nextSlowAt(now);
 }
 
 /** Milliseconds the loop may sleep (0: go round again at once). */
 export function nextTimer(d: Drain, now: number): number {
   let next = nextSlowAt(d, now);
-  if (d.empty === 'suspected' && !d.claimInFlight && d.suspectedRetryAt > now && claimPossible(d, now)) {
-    next = Math.min(next, d.suspectedRetryAt);
+  if (d.claiming.empty === 'suspected' && !d.claiming.inFlight && d.claiming.suspectedRetryAt > now && claimPossible(d, now)) {
+    next = Math.min(next, d.claiming.suspectedRetryAt);
   }
-  if (!d.claimInFlight && d.claimRetryAt > now && claimPossible(d, now)) next = Math.min(next, d.claimRetryAt);
-  if (!d.recordInFlight && d.buffer.length > 0) {
-    next = Math.min(next, Math.max(d.recordRetryAt, d.buffer.oldestAt + flushDelay(d, now)));
+  if (!d.claiming.inFlight && d.claiming.retryAt > now && claimPossible(d, now)) next = Math.min(next, d.claiming.retryAt);
+  if (!d.recording.inFlight && d.buffer.length > 0) {
+    next = Math.min(next, Math.max(d.recording.retryAt, d.buffer.oldestAt + flushDelay(d, now)));
   }
   // Waiting for a request to come due: keep the poke tick, so a nudge meanwhile isn't delayed.
-  if (d.nextDueAt > 0) return Math.max(0, Math.min(next, d.nextDueAt, now + POKE_TICK_MS) - now);
+  if (d.due.at > 0) return Math.max(0, Math.min(next, d.due.at, now + POKE_TICK_MS) - now);
   if (next === Infinity) {
     // Something in flight will signal; the short tick is how a poke is noticed while only slow
     // requests are in flight (pokes don't wake the loop, see Drain.poke()).
-    return d.inFlight > 0 || d.ready.length > 0 || d.claimInFlight || d.recordInFlight || d.dueCheckInFlight || lingering(d, now)
+    return d.inFlight > 0 || d.ready.length > 0 || d.claiming.inFlight || d.recording.inFlight || d.due.checking || lingering(d, now)
       ? POKE_TICK_MS
       : 0;
   }

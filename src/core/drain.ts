@@ -19,10 +19,10 @@ import { BUFFER_LIMIT_BYTES, bodyBytes, ByteBudget } from './byte-budget.ts';
 import { RecordBuffer } from './record-buffer.ts';
 import { type DrainOptions, type DrainStats, type ExecuteOptions, type Outcome } from './types.ts';
 import { messageOf } from './errors.ts';
-import { aheadLimit, claimPossible, mayClaimNow, requestsLeft, startClaim, SUSPECTED_GAP_MS, type EmptyState } from './drain-claim.ts';
-import { flushDue, startRecord } from './drain-record.ts';
+import { aheadLimit, claimPossible, ClaimState, mayClaimNow, requestsLeft, startClaim } from './drain-claim.ts';
+import { flushDue, RecordState, startRecord } from './drain-record.ts';
 import { giveBack, releaseReady } from './drain-give-back.ts';
-import { dueArrived, dueCheckWanted, lingering, startDueCheck, withinBudget } from './drain-idle.ts';
+import { DueState, dueArrived, dueCheckWanted, lingering, startDueCheck, withinBudget } from './drain-idle.ts';
 import { LoopSleep, nextTimer } from './drain-timer.ts';
 import { errorOutcome } from './error-outcome.ts';
 import { writeHeartbeat } from './heartbeat.ts';
@@ -115,39 +115,14 @@ export class Drain {
   firstDoneAt = 0;
   errors = 0;
 
-  // Claiming (drain-claim.ts).
-  claimed = 0;
-  claimInFlight = false;
-  claimFailures = 0;
-  claimRetryAt = 0;
-  empty: EmptyState = 'no';
-  pokes = 0;
-  /** With the queue looking empty and requests in flight, the next claim waits until then. */
-  suspectedRetryAt = 0;
-  /** Doubled before use: the first look after an empty claim waits SUSPECTED_GAP_MS. */
-  suspectedGapMs = SUSPECTED_GAP_MS / 2;
-  /** Highest id claimed so far (ids as decimal text: bigint). */
-  claimAfter: string | null = null;
-  lastFullClaimAt = 0;
-
-  // Giving back (drain-give-back.ts).
-  /** Claimed rows this drain won't send, to give back (net._release). */
+  readonly claiming = new ClaimState();
+  readonly recording = new RecordState();
+  readonly due = new DueState();
+  /** Claimed rows this drain won't send, to give back (net._release, drain-give-back.ts). */
   unsent: string[] = [];
   releaseInFlight = false;
-
-  // Recording (drain-record.ts).
+  /** Finished outcomes waiting to be recorded (drain-record.ts). */
   readonly buffer = new RecordBuffer();
-  recordInFlight = false;
-  recordFailures = 0;
-  recordRetryAt = 0;
-  recorded = 0;
-
-  // Waiting for due rows (drain-idle.ts).
-  /** When the next not-yet-due request (delayed, or an HTTP retry) comes due; 0: none within the budget. */
-  nextDueAt = 0;
-  dueCheckInFlight = false;
-  /** net._next_due_ms was asked since the drain last claimed rows. */
-  dueChecked = false;
 
   constructor(sql: postgres.Sql, fetchFn: typeof fetch, opts: DrainOptions, extras: DrainExtras = {}) {
     this.executeOptions = {
@@ -227,8 +202,8 @@ export class Drain {
     // drains (lingerMs) make old drains common enough for this to matter.
     const window = this.opts.hardLimitMs - this.slackMs;
     if (this.running && window - (this.clock.now() - this.started) < window / 2) return false;
-    this.pokes++;
-    this.empty = 'no';
+    this.claiming.pokes++;
+    this.claiming.empty = 'no';
     // Flags only, no wake-up: poke() runs in another request's context, and in workerd a drain
     // resumed from there ties its next timers and I/O to that request, which ends at once —
     // stalling the drain (seen as 1-20 s delays under a trickle). The drain's own tick notices.
@@ -357,16 +332,16 @@ export class Drain {
    */
   private mode(now: number): DrainMode {
     const busy =
-      this.claimInFlight ||
+      this.claiming.inFlight ||
       this.releaseInFlight ||
-      this.recordInFlight ||
-      this.dueCheckInFlight ||
+      this.recording.inFlight ||
+      this.due.checking ||
       this.inFlight > 0 ||
       this.ready.length > 0 ||
       this.buffer.length > 0;
-    if (busy || mayClaimNow(this, now) || (this.claimRetryAt > now && claimPossible(this, now))) return 'working';
+    if (busy || mayClaimNow(this, now) || (this.claiming.retryAt > now && claimPossible(this, now))) return 'working';
     if (dueCheckWanted(this, now)) return 'check-due';
-    if (this.nextDueAt > 0 && withinBudget(this, now)) return 'waiting-for-due';
+    if (this.due.at > 0 && withinBudget(this, now)) return 'waiting-for-due';
     if (lingering(this, now)) return 'lingering';
     return 'done';
   }
@@ -378,7 +353,7 @@ export class Drain {
     for (;;) {
       this.dirty = false;
       const now = this.clock.now();
-      if (this.nextDueAt > 0 && now >= this.nextDueAt) dueArrived(this);
+      if (this.due.at > 0 && now >= this.due.at) dueArrived(this);
       if (mayClaimNow(this, now)) startClaim(this, now);
       if (flushDue(this, now)) startRecord(this);
       this.fill();
@@ -405,10 +380,10 @@ export class Drain {
       owner: this.owner,
       started: this.startedIso,
       duration_ms: this.clock.now() - this.started,
-      claimed: this.claimed,
-      recorded: this.recorded,
+      claimed: this.claiming.claimed,
+      recorded: this.recording.recorded,
       errors: this.errors,
-      stopped: this.databaseDown ? 'database' : this.empty === 'confirmed' ? 'empty' : 'budget',
+      stopped: this.databaseDown ? 'database' : this.claiming.empty === 'confirmed' ? 'empty' : 'budget',
     };
     if (this.opts.fetchSlots !== undefined && this.slots.headerWaits > 0) stats.header_wait_ms = Math.round(this.slots.headerWaitTotal / this.slots.headerWaits);
     if (this.lastError !== undefined) stats.last_error = this.lastError;
