@@ -330,7 +330,7 @@ export class Drain {
    * or claimable; then once 'check-due' (ask when the next delayed request or retry comes due);
    * 'waiting-for-due' for it within the budget; 'lingering' for a poke (lingerMs); else 'done'.
    */
-  private mode(now: number): DrainMode {
+  mode(now: number): DrainMode {
     const busy =
       this.claiming.inFlight ||
       this.releaseInFlight ||
