@@ -87,8 +87,12 @@ export class Drain {
   private dirty = false;
   private readonly sleeper = new LoopSleep(() => this.clock);
   private readonly executeOptions: ExecuteOptions;
-  /** Every request's timeout on one timer (see deadlines.ts). */
-  private readonly deadlines = new Deadlines();
+  /** Every request's timeout on one timer (see deadlines.ts), on the drain's clock (looked up when used: it is set in the constructor). */
+  private readonly deadlines = new Deadlines({
+    now: () => this.clock.now(),
+    setTimeout: (fn, ms) => this.clock.setTimeout(fn, ms),
+    clearTimeout: (handle) => this.clock.clearTimeout(handle),
+  });
 
   // Shared with the drain's pieces (drain-*.ts, see the top of this file); not for other callers.
   readonly sql: postgres.Sql;

@@ -6,6 +6,7 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Drain, type DrainExtras } from '../../src/core/drain.ts';
+import { GRAIN_MS } from '../../src/core/deadlines.ts';
 import { POKE_TICK_MS } from '../../src/core/drain-timer.ts';
 import type { DrainOptions, DrainStats } from '../../src/core/types.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
@@ -38,18 +39,19 @@ interface Call {
 /** A fetch whose responses come when the test calls respond(). */
 function handFetch(): { fetch: typeof fetch; calls: Call[] } {
   const calls: Call[] = [];
-  const fetchFn = ((input: Parameters<typeof fetch>[0]) =>
-    new Promise<Response>((resolve) => {
+  const fetchFn = ((input: Parameters<typeof fetch>[0], init?: RequestInit) =>
+    new Promise<Response>((resolve, reject) => {
       const url = input instanceof Request ? input.url : String(input);
+      // Like a real fetch, an aborted signal (the request's timeout) rejects it.
+      init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
       calls.push({ url, respond: (status = 200) => resolve(new Response(`done ${url}`, { status })) });
     })) as typeof fetch;
   return { fetch: fetchFn, calls };
 }
 
-async function queue(path: string, delay?: string): Promise<string> {
-  // A long timeout: request timeouts run on real timers (deadlines.ts), which these tests never reach.
+async function queue(path: string, delay?: string, timeoutMs = 30_000): Promise<string> {
   const [row] = await sql<{ id: string }[]>`
-    select net.http_request('GET', ${'http://drain.test/' + path}, timeout_milliseconds => 30000,
+    select net.http_request('GET', ${'http://drain.test/' + path}, timeout_milliseconds => ${timeoutMs}::int,
                             delay => ${delay ?? null}::interval)::text as id`;
   return row!.id;
 }
@@ -100,6 +102,22 @@ describe('drain lifecycle on a fake clock', () => {
     const stats = await run.done;
     expect(await recordedIds()).toEqual([a, b].sort());
     expect(stats).toMatchObject({ claimed: 2, recorded: 2, errors: 0, stopped: 'empty', duration_ms: 100 });
+  });
+
+  it('times a request out on the drain clock and records it as timed out', async () => {
+    const id = await queue('never', undefined, 1000);
+    const { clock, calls, drain, run } = start({});
+    await until(() => expect(calls).toHaveLength(1));
+    await clock.advance(999);
+    expect(drain.inFlight).toBe(1);
+    expect(drain.buffer.length + drain.recording.recorded).toBe(0);
+    // Timeouts share a signal per GRAIN_MS window (deadlines.ts): due at most that much later.
+    await clock.advance(GRAIN_MS + 1);
+    const stats = await run.done;
+    const [row] = await sql<{ id: string; timed_out: boolean; status_code: number | null }[]>`
+      select id::text as id, timed_out, status_code from net._http_response`;
+    expect(row).toEqual({ id, timed_out: true, status_code: null });
+    expect(stats).toMatchObject({ claimed: 1, recorded: 1, errors: 1, stopped: 'empty' });
   });
 
   it('lingers lingerMs on an empty queue, then stops', async () => {
