@@ -35,6 +35,11 @@ export class FakeClock implements Clock {
     this.timers.delete(handle as number);
   }
 
+  /** Timers set and not yet fired or cleared. */
+  get pendingTimers(): number {
+    return this.timers.size;
+  }
+
   /** Moves time forward by `ms`, firing each timer due by then at its own time. */
   async advance(ms: number): Promise<void> {
     const until = this.t + ms;
