@@ -236,6 +236,7 @@ export class Drain {
     this.fill();
   }
 
+  // fill() and launch() reach the pieces through these two.
   private mayClaimNow(now: number): boolean {
     return mayClaimNow(this, now);
   }
