@@ -4,7 +4,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { drain } from '../../src/core/drain.ts';
-import { execute, headerPairs } from '../../src/core/execute.ts';
+import { execute } from '../../src/core/execute.ts';
+import { headerPairs } from '../../src/core/response.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
 import { hits, options, target, uniquePrefix } from './helpers.ts';
 

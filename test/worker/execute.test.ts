@@ -1,7 +1,8 @@
 // execute() inside workerd, with workerd's real fetch against the real loopback target:
 // every kind of reply and failure a worker meets must become the right Outcome, never a throw.
 import { describe, expect, inject, it } from 'vitest';
-import { decodeBody, execute } from '../../src/core/execute.ts';
+import { execute } from '../../src/core/execute.ts';
+import { decodeBody } from '../../src/core/response.ts';
 import type { ExecuteOptions, Outcome, QueuedRequest } from '../../src/core/types.ts';
 import { canConnect } from '../../src/worker/probe.ts';
 import { queuedRequest } from '../support/requests.ts';
