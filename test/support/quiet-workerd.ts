@@ -11,7 +11,7 @@
 // anything else passes through untouched. SHOW_WORKERD_LOGS=1 shows everything.
 
 /** Start of a workerd log message (Miniflare writes one message per write call). */
-const WORKERD_MESSAGE = /^(uncaught exception;|exception = kj\/|e = kj\/)/;
+const WORKERD_MESSAGE = /^(uncaught exception;|exception = kj\/|e = kj\/|Socket proxy disconnected abruptly; e = kj\/)/;
 
 /** The failures tests provoke on purpose. */
 const EXPECTED = [
