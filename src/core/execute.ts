@@ -38,12 +38,6 @@ function isTimeout(error: unknown, signal: AbortSignal): boolean {
   return typeof error === 'object' && error !== null && 'name' in error && error.name === 'TimeoutError';
 }
 
-/** error_msg for a failed fetch: pg_net's text for its class first, then the detail (see failures.ts). */
-export function describeFailure(error: unknown, url: string): string {
-  const classified = classifyFailure(error, url);
-  return failureMessage(classified.kind, classified.detail);
-}
-
 /**
  * A failure from workerd's vague errors, refined by a TCP probe of the target when the runtime
  * gives one (ExecuteOptions.canConnect): the request has failed already, so the probe only costs
