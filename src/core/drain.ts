@@ -8,6 +8,7 @@ import type postgres from 'postgres';
 import { claim, release, type ClaimedRequest } from './claim.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { aheadLimit } from './claim-ahead.ts';
+import { localHorizon } from './spill.ts';
 import { Deadlines } from './deadlines.ts';
 import { FetchSlots, type Wait } from './fetch-slots.ts';
 import { execute } from './execute.ts';
@@ -52,12 +53,26 @@ export interface DrainExtras {
    */
   memoryLimitBytes?: number;
   /**
-   * Sends a request some other way than this drain's own fetch (a Worker's executors): its
-   * outcome, or null when it was not sent (the row is given back to the queue).
+   * Another way to send requests (a Worker's executors), for the rows this drain's own fetch
+   * slots would not start soon (see spill.ts). Without it every row goes through `fetchFn`.
    */
-  runner?: (request: ClaimedRequest) => Promise<Outcome | null>;
+  runner?: Runner;
   /** Time for every decision (default the system clock; tests pass a fake one). */
   clock?: Clock;
+}
+
+/** Sends rows some other way than the drain's own fetch slots (a Worker's executors). */
+export interface Runner {
+  /** Rows it could start now (for claiming; a row may still be refused by tryRun). */
+  room(): number;
+  /**
+   * Starts the row now: its outcome, or null when it was not sent (the row is given back to
+   * the queue). Null at once instead of a promise when it can't start this row now (the drain
+   * keeps the row).
+   */
+  tryRun(request: ClaimedRequest): Promise<Outcome | null> | null;
+  /** Requests the drain may still send itself (a Worker: subrequests the runner doesn't need). */
+  localLeft(): number;
 }
 
 /** How often a busy drain checks for pokes when nothing else wakes it. */
@@ -133,7 +148,7 @@ export class Drain {
 
   private inFlight = 0;
   private readonly slots: FetchSlots;
-  private readonly runner: DrainExtras['runner'];
+  private readonly runner: Runner | undefined;
   private readonly clock: Clock;
   /** Claimed ahead of free slots (see aheadLimit), started as slots free up. */
   private ready: { request: ClaimedRequest; claimedAt: number }[] = [];
@@ -327,7 +342,7 @@ export class Drain {
     if (this.claimInFlight || now < this.claimRetryAt || !this.claimPossible(now)) return false;
     if (this.room(now) <= 0 || this.buffer.length >= MAX_BUFFERED) return false;
     // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
-    if (this.slots.stuck(now)) return false;
+    if (this.slots.stuck(now) && this.spillRoom(now, 0) <= 0) return false;
     // Claim in big batches: while half the allowance still waits, the next claim can wait too,
     // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
     // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
@@ -431,7 +446,9 @@ export class Drain {
 
   /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
   private room(now: number): number {
-    return this.freeSlots(now) + this.aheadLimit(now) - this.ready.length;
+    const free = this.freeSlots(now);
+    const ahead = this.aheadLimit(now);
+    return free + this.spillRoom(now, free + ahead) + ahead - this.ready.length;
   }
 
   private fill(): void {
@@ -440,18 +457,62 @@ export class Drain {
     const now = this.clock.now();
     while (this.ready.length > 0 && this.freeSlots(now) > 0) {
       const { request, claimedAt } = this.ready.shift()!;
-      // A row that waited too long is given back unsent (a later drain takes it) rather than
-      // sent late: its lease could end mid-flight (a second drain would send it again), or it
-      // would no longer finish before the hard limit.
-      const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
-      const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
-      if (stale || tooLate) {
-        this.unsent.push(request.id);
+      if (this.sendable(request, claimedAt, now)) this.launch(request);
+    }
+    if (this.runner && this.ready.length > 0 && !this.memoryFull()) this.spill(this.runner, now);
+    if (this.unsent.length > 0) this.giveBack();
+  }
+
+  /**
+   * A row that waited too long is given back unsent (a later drain takes it) rather than sent
+   * late: its lease could end mid-flight (a second drain would send it again), or it would no
+   * longer finish before the hard limit.
+   */
+  private sendable(request: ClaimedRequest, claimedAt: number, now: number): boolean {
+    const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
+    const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
+    if (stale || tooLate) this.unsent.push(request.id);
+    return !(stale || tooLate);
+  }
+
+  /** Rows this drain's own slots start within AHEAD_MS (spill.ts). */
+  private localHorizon(now: number): number {
+    return localHorizon({
+      fetchSlots: this.slots.fetchSlots,
+      waitMs: this.slots.shortestWaitMs(),
+      stuck: this.slots.stuck(now),
+      mostlyStuck: this.slots.mostlyStuck(now),
+      localLeft: this.localLeft(),
+    });
+  }
+
+  /** Hands the runner the ready rows beyond what this drain's own slots start within AHEAD_MS. */
+  private spill(runner: Runner, now: number): void {
+    const keep = this.localHorizon(now);
+    while (this.ready.length > keep) {
+      const { request, claimedAt } = this.ready[0]!;
+      if (!this.sendable(request, claimedAt, now)) {
+        this.ready.shift();
         continue;
       }
-      this.launch(request);
+      // An unusable row's error outcome is made here, not sent anywhere.
+      const sent = request.invalid ? undefined : runner.tryRun(request);
+      if (sent === null) break;
+      this.ready.shift();
+      this.launch(request, sent);
     }
-    if (this.unsent.length > 0) this.giveBack();
+  }
+
+  /**
+   * Rows to claim for the runner: its room, once the rows this drain would hold for its own
+   * slots (`local`: free slots and claim-ahead) or already holds are more than those slots
+   * start within AHEAD_MS. Otherwise none, so against a target answering at once the drain
+   * claims as it would without a runner and every row stays local.
+   */
+  private spillRoom(now: number, local: number): number {
+    if (!this.runner || this.memoryFull()) return 0;
+    const horizon = this.localHorizon(now);
+    return Math.max(local, this.ready.length) >= horizon ? this.runner.room() : 0;
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
@@ -468,7 +529,14 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    return this.slots.free(now);
+    const free = this.slots.free(now);
+    // With a runner, requests of its own only while the runner leaves it some (subrequests).
+    return this.runner && free > 0 ? Math.max(0, Math.min(free, this.localLeft())) : free;
+  }
+
+  /** Requests this drain may still start itself beside those waiting for headers (the runner's localLeft). */
+  private localLeft(): number {
+    return this.runner ? this.runner.localLeft() - this.slots.waiting.size : Infinity;
   }
 
   /** Gives back the rows claimed ahead beyond the first `keep`: stuck slots would hold them up. */
@@ -507,15 +575,15 @@ export class Drain {
     return this.slots.nextSlowAt(now);
   }
 
-  private launch(request: ClaimedRequest): void {
+  /** Starts a row on this drain's own slots, or follows one the runner started (`sent`). */
+  private launch(request: ClaimedRequest, sent?: Promise<Outcome | null>): void {
     this.inFlight++;
-    this.slots.start(request.id, this.clock.now());
+    // Rows at the runner hold none of this drain's slots.
+    if (sent === undefined) this.slots.start(request.id, this.clock.now());
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
-      : this.runner
-        ? this.runner(request)
-        : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
+      : (sent ?? execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions));
     const finish = (outcome: Outcome | null): void => {
       if (outcome === null) {
         // Not sent (it waited too long, or its executor failed before answering): give it back.
