@@ -73,6 +73,11 @@ export interface Runner {
   tryRun(request: ClaimedRequest): Promise<Outcome | null> | null;
   /** Requests the drain may still send itself (a Worker: subrequests the runner doesn't need). */
   localLeft(): number;
+  /**
+   * Of the drain's fetch slots, those it leaves free while the runner holds rows (a Worker: one,
+   * through which executor lanes open; at once, with nothing spilled, the drain uses them all).
+   */
+  readonly slotsWhileRunning: number;
 }
 
 /** How often a busy drain checks for pokes when nothing else wakes it. */
@@ -147,6 +152,8 @@ export class Drain {
   private closed = false;
 
   private inFlight = 0;
+  /** Rows out at the runner. */
+  private spilled = 0;
   private readonly slots: FetchSlots;
   private readonly runner: Runner | undefined;
   private readonly clock: Clock;
@@ -478,7 +485,7 @@ export class Drain {
   /** Rows this drain's own slots start within AHEAD_MS (spill.ts). */
   private localHorizon(now: number): number {
     return localHorizon({
-      fetchSlots: this.slots.fetchSlots,
+      fetchSlots: this.slots.fetchSlots - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0),
       waitMs: this.slots.shortestWaitMs(),
       stuck: this.slots.stuck(now),
       mostlyStuck: this.slots.mostlyStuck(now),
@@ -529,9 +536,9 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    const free = this.slots.free(now);
+    const free = this.slots.free(now) - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0);
     // With a runner, requests of its own only while the runner leaves it some (subrequests).
-    return this.runner && free > 0 ? Math.max(0, Math.min(free, this.localLeft())) : free;
+    return this.runner ? Math.max(0, Math.min(free, this.localLeft())) : free;
   }
 
   /** Requests this drain may still start itself beside those waiting for headers (the runner's localLeft). */
@@ -580,11 +587,13 @@ export class Drain {
     this.inFlight++;
     // Rows at the runner hold none of this drain's slots.
     if (sent === undefined) this.slots.start(request.id, this.clock.now());
+    else this.spilled++;
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
       : (sent ?? execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions));
     const finish = (outcome: Outcome | null): void => {
+      if (sent !== undefined) this.spilled--;
       if (outcome === null) {
         // Not sent (it waited too long, or its executor failed before answering): give it back.
         this.inFlight--;

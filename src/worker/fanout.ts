@@ -71,6 +71,8 @@ const encoder = new TextEncoder();
 const LANE_RESERVE = 10;
 
 export class Fanout {
+  /** The coordinator's header-wait slot kept for opening lanes while any row is out at executors. */
+  readonly slotsWhileRunning = 1;
   private readonly lanes = new Set<Lane>();
   private calls = 0;
   private inFlight = 0;

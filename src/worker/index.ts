@@ -113,11 +113,6 @@ type Trigger = 'cron' | 'nudge';
 
 /** The DB connections a coordinator may open (db.ts max): each holds a header-wait slot while open. */
 const DB_CONNECTIONS = 2;
-/**
- * Header-wait slots the drain leaves for opening executor lanes (0: lanes queue for the drain's
- * slots, FIFO, in limits.ts).
- */
-const LANE_SLOTS = 1;
 
 /** Whether this request is an executor job from this Worker's own coordinator (props can't be forged). */
 function isExecutor(props: unknown): boolean {
@@ -195,10 +190,11 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
     }
     // The drain's own fetch slots: those the database connections leave. With a fan-out the
     // drain sends what these start within its claim-ahead horizon and spills the rest to
-    // executors (spill.ts); lanes take a header-wait slot only while opening.
+    // executors (spill.ts); while rows are out at executors it leaves one slot for opening lanes
+    // (Fanout.slotsWhileRunning).
     const options = {
       ...drainOptions(settings, budgetMs, hardLimitMs, settings.subrequestLimit - DB_CONNECTIONS),
-      fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS - (fanout ? LANE_SLOTS : 0)),
+      fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS),
       // With executors, each of which is one subrequest of this invocation carrying HEADER_WAIT_LIMIT
       // rows at a time, the drain may claim that many more (its own requests stop short: localLeft).
       ...(fanout ? { maxRequests: Math.max(1, (settings.subrequestLimit - DB_CONNECTIONS) * HEADER_WAIT_LIMIT) } : {}),

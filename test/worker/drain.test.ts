@@ -386,6 +386,7 @@ describe('drain end to end', () => {
     const runner: Runner = {
       room: () => 12 - out,
       localLeft: () => 1000,
+      slotsWhileRunning: 0,
       tryRun: (request) => {
         if (out >= 12) return null;
         out++;
