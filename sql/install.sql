@@ -245,6 +245,21 @@ begin
 end
 $$;
 
+-- Version 5 (SPEC section 7: a role cancels only its own requests): cancel_claim, stamped by
+-- net.cancel's row-level-security-gated UPDATE (see net._cancel), as retry_claim is for
+-- net.retry. A cancelled request ends with error_kind 'cancelled', a kind only net.cancel sets
+-- (v4 lists the drain's).
+do $$
+begin
+  if exists (select from net._migrations where version = 5) then
+    return;
+  end if;
+  alter table net.http_request_queue add column if not exists cancel_claim timestamptz;
+  insert into net._migrations (version, description)
+  values (5, 'net.cancel: cancel_claim on the queue');
+end
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- 3. Helpers (not granted to PUBLIC; the SECURITY DEFINER API calls them as the owner)
 -------------------------------------------------------------------------------------------------
@@ -1387,8 +1402,9 @@ as $$
   select error_msg is not null or coalesce(status_code >= 400, false)
 $$;
 
--- Where a request stands: 'queued', 'in flight', 'waiting to retry', 'succeeded', 'failed' or
--- 'unknown' (never queued, not yet committed, or its response was swept after pg_net.ttl).
+-- Where a request stands: 'queued', 'in flight', 'waiting to retry', 'succeeded', 'failed',
+-- 'cancelled' (net.cancel) or 'unknown' (never queued, not yet committed, or its response was
+-- swept after pg_net.ttl).
 create or replace function net.request_status(request_id bigint)
 returns text
 language sql
@@ -1402,7 +1418,9 @@ as $$
                   when q.last_error is not null then 'waiting to retry'
                   else 'queued' end
            when r.id is not null then
-             case when net._failed(r.status_code, r.error_msg) then 'failed' else 'succeeded' end
+             case when r.error_kind = 'cancelled' then 'cancelled'
+                  when net._failed(r.status_code, r.error_msg) then 'failed'
+                  else 'succeeded' end
            else 'unknown'
          end
   from (select request_id) as wanted(id)
@@ -1410,15 +1428,17 @@ as $$
   left join net._http_response r on r.id = wanted.id
 $$;
 comment on function net.request_status(bigint) is
-  'queued / in flight / waiting to retry / succeeded / failed / unknown';
+  'queued / in flight / waiting to retry / succeeded / failed / cancelled / unknown';
 
--- Requests that failed for good, newest first, with what net.retry() would send again.
+-- Requests that failed for good, newest first, with what net.retry() would send again. A
+-- cancelled request (net.cancel) did not fail: it is not listed (net.retry still queues it again).
 -- A view runs with its owner's rights, which row-level security does not restrict: it filters
 -- with the same rule itself (current_user is the querying role here).
 create or replace view net.failed_requests as
   select r.id, r.method, r.url, r.status_code, r.error_msg, r.timed_out, r.attempts, r.created
   from net._http_response r
   where (r.error_msg is not null or r.status_code >= 400)
+    and r.error_kind is distinct from 'cancelled'
     -- (the policies' expression: (select …) runs once per query, not once per row)
     and (coalesce(pg_catalog.pg_has_role(current_user, r.owner::oid, 'MEMBER'), false) or (select net._sees_all()))
   order by r.created desc, r.id desc;
@@ -1543,6 +1563,65 @@ begin
 end
 $$;
 
+-- Cancels a request that is still waiting: queued, delayed (not_before) or waiting to retry, and
+-- held by no drain. It leaves the queue and ends with a response row (error_kind 'cancelled',
+-- error_msg 'Request cancelled …', the request kept so net.retry can queue it again), so collect
+-- and net.request_status answer at once. True when cancelled. False when a drain holds it (in
+-- flight: it can't be recalled), and for a finished, unknown or another role's id alike.
+-- SECURITY INVOKER, as net.retry: the caller proves it may see the request with an UPDATE that
+-- row-level security gates (own_requests, and cancel_unclaimed: no drain holds it). Its row lock
+-- is what keeps a claim and a cancel from both happening: net._claim skips a row this locked,
+-- and a claim that locked the row first leaves it held, so this UPDATE (which waits for that
+-- claim, then looks at the row again) finds nothing. net._cancel then ends it as the owner of net.
+create or replace function net.cancel(request_id bigint)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update net.http_request_queue q set cancel_claim = clock_timestamp()
+   where q.id = request_id and q.lease_owner is null;
+  if not found then
+    return false;
+  end if;
+  return net._cancel(request_id);
+end
+$$;
+comment on function net.cancel(bigint) is
+  'Cancels a request that is queued, delayed or waiting to retry (not one a drain holds). True when cancelled.';
+
+-- net.cancel's second half, as the owner of net (PUBLIC can't delete from the queue nor write
+-- responses). Anyone may call it, so it checks itself that the caller's transaction has just
+-- written the queue row (net.cancel's RLS-gated UPDATE): another role's id answers false, exactly
+-- like an unknown one. SKIP LOCKED: a row locked by another transaction was not proven by this
+-- one, and nobody waits on it here.
+create or replace function net._cancel(request_id bigint)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  q record;
+begin
+  select x.xmin as row_xid, x.lease_owner, x.attempts, x.max_attempts, x.last_error into q
+    from net.http_request_queue x where x.id = request_id
+     for update skip locked;
+  if not found or not net._written_by_current_transaction(q.row_xid) or q.lease_owner is not null then
+    return false;
+  end if;
+  perform net._finish_poisoned(request_id,
+    case when q.last_error is null then 'Request cancelled before it was sent'
+         else format('Request cancelled while waiting to retry (attempt %s of %s failed: %s)',
+                     q.attempts, q.max_attempts, q.last_error) end,
+    'cancelled');
+  return true;
+end
+$$;
+
 -- True when the queue row for request_id was inserted by this transaction (or one of its
 -- subtransactions): such a row is only sent after commit, so waiting for it inside this
 -- transaction would never end. A row we can see whose inserting transaction is still in
@@ -1624,7 +1703,7 @@ begin
     select * into queued from net.http_request_queue q where q.id = request_id;
     if not found then
       status := net.request_status(request_id);
-      if status in ('succeeded', 'failed') then
+      if status in ('succeeded', 'failed', 'cancelled') then
         continue;  -- recorded between our two reads: read the response again
       end if;
       return row('ERROR', 'request matching request_id not found', null)::net.http_response_result;
@@ -2178,6 +2257,7 @@ grant execute on function
   net.form_urlencode(jsonb),
   net.request_status(bigint),
   net.retry(bigint, int, interval),
+  net.cancel(bigint),
   -- net.settings calls it as the querying role; it only reads pg_db_role_setting (public anyway).
   net._settings(name),
   net._positive_interval(text),
@@ -2198,6 +2278,7 @@ grant execute on function
   net._worker_down_message(timestamptz),
   net._worker_last_seen(),
   net._requeue(bigint, int, interval),
+  net._cancel(bigint),
   net._sees_all(),
   net._limits(),
   net._limit_hint(text, bigint),
@@ -2216,12 +2297,14 @@ grant select on net.settings, net.failed_requests to public;
 
 -- Row-level security (v3, SPEC section 7). Every role may read both tables, as with pg_net, but
 -- sees only the rows of roles it is a member of (or all: net._sees_all); it may queue requests directly
--- (only the request's own columns: owner defaults to current_user, leases stay the worker's) and
--- stamp retry_claim on its own responses (net.retry's proof of visibility).
+-- (only the request's own columns: owner defaults to current_user, leases stay the worker's),
+-- stamp retry_claim on its own responses (net.retry's proof of visibility) and cancel_claim on
+-- its own requests that no drain holds (net.cancel's).
 grant select on net.http_request_queue, net._http_response to public;
 grant insert (method, url, headers, body, timeout_milliseconds, not_before, max_attempts, retry_max_delay_ms)
   on net.http_request_queue to public;
 grant update (retry_claim) on net._http_response to public;
+grant update (cancel_claim) on net.http_request_queue to public;
 grant usage on sequence net.http_request_queue_id_seq to public;
 
 drop policy if exists own_requests on net.http_request_queue;
@@ -2230,6 +2313,14 @@ create policy own_requests on net.http_request_queue
 drop policy if exists own_responses on net._http_response;
 create policy own_responses on net._http_response
   using (coalesce(pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'), false) or (select net._sees_all()));
+-- A role may lock (UPDATE, or SELECT … FOR UPDATE, which needs the same privilege) only queue rows
+-- no drain holds (lease_owner null): a lock held in an open transaction then never blocks the
+-- worker, whose net._record and net._release touch only rows their drain holds, and whose
+-- net._claim skips locked rows. Restrictive: on top of own_requests. (A row whose lease expired
+-- still has lease_owner: the next claim sends it again, and it can't be cancelled meanwhile.)
+drop policy if exists cancel_unclaimed on net.http_request_queue;
+create policy cancel_unclaimed on net.http_request_queue as restrictive for update
+  using (lease_owner is null);
 -- Enabled on every run (not only by migration 3), so a re-install restores it. The worker
 -- (owner of net) must keep bypassing these policies: never FORCE ROW LEVEL SECURITY.
 alter table net.http_request_queue enable row level security, no force row level security;

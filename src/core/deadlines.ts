@@ -7,6 +7,7 @@
 // Requests also share their AbortSignals (acquire/release): one AbortController per window of
 // GRAIN_MS in which deadlines fall, not one per request. A window's signal aborts at the window's
 // end, when every deadline in it has passed: at most GRAIN_MS late, never early.
+import { systemClock, type Clock } from './clock.ts';
 
 /** Width of a shared-signal window (ms): how late a timeout may fire at most. */
 export const GRAIN_MS = 5;
@@ -26,13 +27,16 @@ export class Deadlines {
   private readonly entries = new Map<number, { at: number; fire: () => void }>();
   private readonly windows = new Map<number, Window>();
   private nextId = 1;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: unknown;
   private timerAt = Infinity;
+
+  /** Time and timers come from `clock` (tests pass a fake one). */
+  constructor(private readonly clock: Clock = systemClock) {}
 
   /** Calls `fire` after `ms` unless the returned cancel function is called first. */
   schedule(ms: number, fire: () => void): () => void {
     const id = this.nextId++;
-    const at = Date.now() + Math.max(0, ms);
+    const at = this.clock.now() + Math.max(0, ms);
     this.entries.set(id, { at, fire });
     if (at < this.timerAt) this.arm(at);
     return () => {
@@ -47,7 +51,7 @@ export class Deadlines {
    * later). Release it when the request ends, aborted or not.
    */
   acquire(ms: number): TimeoutLease {
-    const now = Date.now();
+    const now = this.clock.now();
     const at = Math.ceil((now + Math.max(0, ms)) / GRAIN_MS) * GRAIN_MS;
     let window = this.windows.get(at);
     if (window === undefined) {
@@ -86,13 +90,13 @@ export class Deadlines {
   }
 
   private arm(at: number): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.run(), Math.max(0, at - Date.now()));
+    this.timer = this.clock.setTimeout(() => this.run(), Math.max(0, at - this.clock.now()));
   }
 
   private disarm(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
   }
@@ -100,7 +104,7 @@ export class Deadlines {
   private run(): void {
     this.timer = undefined;
     this.timerAt = Infinity;
-    const now = Date.now();
+    const now = this.clock.now();
     const due: (() => void)[] = [];
     let next = Infinity;
     for (const [id, entry] of this.entries) {

@@ -20,7 +20,9 @@ export type ErrorKind =
   | 'invalid_request'
   | 'refused_destination'
   | 'internal'
-  | 'other';
+  | 'other'
+  // Set only by net.cancel (schema v5), never by a drain: the request was not sent.
+  | 'cancelled';
 
 /** curl's messages (curl_easy_strerror) that pg_net stores in error_msg, per kind. */
 export const PG_NET_TEXT: Partial<Record<ErrorKind, string>> = {

@@ -1,5 +1,5 @@
 // The record batcher's buffer: finished outcomes wait here to be recorded in bulk (one record
-// statement at a time, see drain.ts), so a slow request never holds back the recording of fast
+// statement at a time, see drain-record.ts), so a slow request never holds back the recording of fast
 // ones. When to flush is a pure decision (flushDue), tested with plain numbers for time.
 import { HEADER_BYTES, type Outcome } from './types.ts';
 

@@ -80,7 +80,7 @@ export interface DrainOptions extends ExecuteOptions {
   hardLimitMs: number;
   /** Added to each request's timeout to make its lease. */
   leaseMarginMs: number;
-  /** Longest a finished outcome waits before it is recorded while a fetch slot is free (flat out: see FLUSH_BUSY_MS in drain.ts). */
+  /** Longest a finished outcome waits before it is recorded while a fetch slot is free (flat out: see FLUSH_BUSY_MS in record-buffer.ts). */
   flushMs: number;
   /**
    * Rows this drain claims (requests it sends) at most, then it stops claiming and leaves the

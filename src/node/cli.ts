@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runDrain } from './drain.ts';
 import { install, probe } from './install.ts';
-import { redactUrl, startRelay } from './relay.ts';
+import { redactUrl } from '../core/redact.ts';
+import { startRelay } from './relay.ts';
 import { start } from './start.ts';
 
 const USAGE = `pg-net-edge — pg_net's async HTTP from SQL, for any PostgreSQL, run by a Cloudflare Worker

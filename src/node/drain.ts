@@ -7,7 +7,8 @@ import { guardResults } from '../core/result-guard.ts';
 import { sweep } from '../core/sweep.ts';
 import { loadSettings, SettingsError, type SettingVars } from '../core/settings.ts';
 import type { DrainOptions, DrainStats } from '../core/types.ts';
-import { CHANNEL, redactUrl } from './relay.ts';
+import { redactUrl } from '../core/redact.ts';
+import { CHANNEL } from './relay.ts';
 
 export interface RunDrainOptions {
   databaseUrl: string;

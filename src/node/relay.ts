@@ -7,6 +7,8 @@
 // owns its session: one single-connection client per attempt, `onnotify`/`onclose` hooks, and its
 // own backoff loop (250 ms doubling to 10 s) that keeps trying until stop().
 import postgres from 'postgres';
+import { listen, listenOptions, pingWithin, waiterCheck } from '../core/listen.ts';
+import { redactUrl } from '../core/redact.ts';
 import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
 
 export { CHANNEL, WAITING_APPLICATION_NAME };
@@ -45,17 +47,6 @@ export interface Relay {
   stats: RelayStats;
   /** Resolves once the first LISTEN is in place (it never rejects: failures are retried). */
   ready: Promise<void>;
-}
-
-/** Connection string with the password replaced, safe to print. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<unparseable URL>';
-  }
 }
 
 function message(error: unknown): string {
@@ -168,25 +159,18 @@ export function startRelay(options: RelayOptions): Relay {
       let markLost: () => void = () => {};
       const closed = new Promise<void>((done) => (markLost = done));
       lost = markLost;
-      const clientOptions = {
-        max: 1,
-        max_lifetime: null, // idle_timeout defaults to none: the session must stay open
-        connect_timeout: 10,
-        fetch_types: false,
-        onnotice: () => {},
-        // Not in postgres.js's typings, but read by its connection (NotificationResponse).
-        onnotify: (channel: string) => {
-          if (channel !== CHANNEL) return;
+      const clientOptions = listenOptions({
+        applicationName: 'pg-net-edge relay',
+        onNotify: () => {
           stats.notifications++;
           nudge();
         },
-        onclose: () => markLost(),
-        connection: { application_name: 'pg-net-edge relay' },
-      };
+        onClose: () => markLost(),
+      });
       const sql = postgres(options.databaseUrl, clientOptions);
       session = sql;
       try {
-        await sql.unsafe(`listen "${CHANNEL}"`);
+        await listen(sql);
         stats.listening = true;
         stats.listens++;
         say(stats.listens === 1 ? `listening on ${CHANNEL}` : `reconnected; listening on ${CHANNEL} again`);
@@ -213,35 +197,22 @@ export function startRelay(options: RelayOptions): Relay {
     }
   }
 
-  // TCP keepalive alone can take minutes to notice a dead peer; a cheap ping bounds it. With
-  // pollMs the ping is the look for sessions waiting in net.wait_until_running() (see
-  // WAITING_APPLICATION_NAME), every pollMs: application_name is visible to every role.
+  // A cheap ping notices a dead peer (see pingWithin). With pollMs the ping is the look for
+  // sessions waiting in net.wait_until_running() (see WAITING_APPLICATION_NAME), every pollMs.
   async function pingUntilBroken(sql: postgres.Sql): Promise<void> {
     const interval = pollMs > 0 ? Math.min(pollMs, pingMs) : pingMs;
     for (;;) {
       await sleep(interval);
       if (stopping.signal.aborted) return;
-      let timer: NodeJS.Timeout | undefined;
       try {
-        const check =
-          pollMs > 0
-            ? sql<{ waiting: boolean }[]>`
-                select exists (select from pg_catalog.pg_stat_activity
-                               where datname = current_database()
-                                 and application_name = ${WAITING_APPLICATION_NAME}) as waiting`
-            : sql<{ waiting: boolean }[]>`select false as waiting`;
-        const rows = await Promise.race([
-          check,
-          new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error('ping timed out')), 10_000))),
-        ]);
+        const check = pollMs > 0 ? waiterCheck(sql) : sql<{ waiting: boolean }[]>`select false as waiting`;
+        const rows = await pingWithin(check);
         if (rows[0]?.waiting) {
           stats.waitersSeen++;
           nudge();
         }
       } catch {
         return;
-      } finally {
-        clearTimeout(timer);
       }
     }
   }

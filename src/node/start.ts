@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { freePort, startEmbedded, type EmbeddedDatabase } from './embedded.ts';
 import { hyperdriveLocalUrl } from './hyperdrive-local.ts';
 import { install } from './install.ts';
-import { redactUrl, startRelay, type Relay } from './relay.ts';
+import { redactUrl } from '../core/redact.ts';
+import { startRelay, type Relay } from './relay.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DRAIN_CRON = '* * * * *';

@@ -15,6 +15,7 @@ import { Fanout } from './fanout.ts';
 import { runExecutor } from './executor.ts';
 import { HEADER_WAIT_LIMIT, InvocationLimits } from './limits.ts';
 import { messageOf } from '../core/errors.ts';
+import { redactUrlsIn } from '../core/redact.ts';
 
 export type { Env, ExecutionContext, ScheduledController } from './env.ts';
 export { Listener } from './listener.ts';
@@ -63,7 +64,7 @@ function passwordsOf(url: string | undefined): string[] {
 
 /** Removes credentials from text that leaves the Worker (responses, logs). */
 function redact(text: string, env: Env): string {
-  let out = text.replace(/(:\/\/)[^\s/@]*@/g, '$1***@');
+  let out = redactUrlsIn(text);
   const secrets = [
     env.NUDGE_SECRET,
     ...passwordsOf(env.DATABASE_URL),

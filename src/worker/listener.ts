@@ -6,7 +6,8 @@
 // Why this shape (and not draining inside the object) is in docs/design.md ("The Listener").
 import { DurableObject } from 'cloudflare:workers';
 import postgres from 'postgres';
-import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
+import { listen, listenOptions, pingWithin, waiterCheck } from '../core/listen.ts';
+import { redactUrlsIn } from '../core/redact.ts';
 import type { Env } from './env.ts';
 import { openSocket } from './socket.ts';
 import { messageOf } from '../core/errors.ts';
@@ -17,11 +18,10 @@ export const LISTENER_NAME = 'listener';
 export const ALARM_MS = 30_000;
 const MIN_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 10_000;
-const PING_TIMEOUT_MS = 10_000;
 /**
  * How often the session looks for a session waiting in net.wait_until_running(): that function
  * may run inside a transaction whose NOTIFY is only delivered at its commit, so it marks itself
- * with this application_name instead (as the Node relay looks for it too).
+ * with WAITING_APPLICATION_NAME (src/core/signals.ts) instead, as the Node relay looks for it too.
  */
 export const WAITER_POLL_MS = 1_000;
 
@@ -60,11 +60,6 @@ function stringVars(env: object): Record<string, string> {
   const vars: Record<string, string> = {};
   for (const [name, value] of Object.entries(env)) if (typeof value === 'string') vars[name] = value;
   return vars;
-}
-
-/** The URL with the password hidden, for logs. */
-function redactUrl(text: string): string {
-  return text.replace(/(:\/\/)[^\s/@]*@/g, '$1***@');
 }
 
 export class Listener extends DurableObject<Env> {
@@ -120,17 +115,11 @@ export class Listener extends DurableObject<Env> {
     }
     const session = this.session;
     if (session) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        await Promise.race([
-          session`select 1`,
-          new Promise((_, fail) => (timer = setTimeout(() => fail(new Error('ping timed out')), PING_TIMEOUT_MS))),
-        ]);
+        await pingWithin(session`select 1`);
         return;
       } catch (error) {
         this.lost(session, `session check failed: ${messageOf(error)}`);
-      } finally {
-        clearTimeout(timer);
       }
     }
     await this.connect(url);
@@ -147,29 +136,25 @@ export class Listener extends DurableObject<Env> {
     this.retryTimer = null;
     let sql: postgres.Sql | null = null;
     const options = {
-      max: 1,
-      max_lifetime: null, // idle_timeout defaults to none: the session must stay open
-      connect_timeout: 10,
-      fetch_types: false,
-      onnotice: () => {},
-      // Not in postgres.js's typings, but read by its connection (NotificationResponse).
-      onnotify: (channel: string) => {
-        if (channel !== CHANNEL || this.session !== sql) return;
-        this.stats.notifications++;
-        this.wake();
-      },
-      onclose: () => {
-        if (sql) this.lost(sql, 'database connection lost');
-      },
-      connection: { application_name: 'pg-net-edge listener' },
+      ...listenOptions({
+        applicationName: 'pg-net-edge listener',
+        onNotify: () => {
+          if (this.session !== sql) return;
+          this.stats.notifications++;
+          this.wake();
+        },
+        onClose: () => {
+          if (sql) this.lost(sql, 'database connection lost');
+        },
+      }),
       socket: openSocket,
     };
     sql = postgres(url, options);
     try {
-      await sql.unsafe(`listen "${CHANNEL}"`);
+      await listen(sql);
     } catch (error) {
       // Never sql.end() in workerd (an unhandled "Stream was cancelled"); the runtime closes it.
-      this.stats.lastError = redactUrl(messageOf(error));
+      this.stats.lastError = redactUrlsIn(messageOf(error));
       this.log({ event: 'listener', listening: false, error: this.stats.lastError, retry_ms: this.backoffMs });
       this.retryLater();
       return;
@@ -192,9 +177,7 @@ export class Listener extends DurableObject<Env> {
       this.waiterTimer = null;
       if (this.session !== sql) return;
       try {
-        const [row] = await sql<{ waiting: boolean }[]>`
-          select exists (select from pg_stat_activity
-                         where datname = current_database() and application_name = ${WAITING_APPLICATION_NAME}) as waiting`;
+        const [row] = await waiterCheck(sql);
         if (row?.waiting) this.wake();
       } catch {
         // A failed look is the session failing: onclose or the alarm's check deals with it.

@@ -10,6 +10,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../src/node/embedded.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/until.ts';
 import { withDatabase } from '../support/urls.ts';
 
 const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
@@ -280,12 +281,17 @@ function background(args: string[], env: Record<string, string | undefined>) {
   return { child, exited, output: () => text };
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+/** A loopback /nudge that answers 202 and keeps each request's Authorization header. */
+async function nudgeReceiver() {
+  const auths: (string | undefined)[] = [];
+  const server = createServer((req, res) => {
+    auths.push(req.headers.authorization);
+    req.resume();
+    res.writeHead(202).end();
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
+  const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
+  return { auths, nudgeUrl, server };
 }
 
 describe('long-running commands', () => {
@@ -301,14 +307,7 @@ describe('long-running commands', () => {
   });
 
   it('relay nudges with the secret from the environment and stops on SIGTERM', async () => {
-    const auths: (string | undefined)[] = [];
-    const server = createServer((req, res) => {
-      auths.push(req.headers.authorization);
-      req.resume();
-      res.writeHead(202).end();
-    });
-    await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
-    const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
+    const { auths, nudgeUrl, server } = await nudgeReceiver();
     const secret = 'cli-relay-secret-77aa';
     const relay = background(['relay', '--nudge-url', nudgeUrl], { DATABASE_URL: db.url, NUDGE_SECRET: secret });
     try {
@@ -331,14 +330,7 @@ describe('long-running commands', () => {
     ['--secret-file', false],
     ['--secret', true],
   ] as const)('relay reads the secret from %s (warning only for the argument) and never prints it', async (flag, warns) => {
-    const auths: (string | undefined)[] = [];
-    const server = createServer((req, res) => {
-      auths.push(req.headers.authorization);
-      req.resume();
-      res.writeHead(202).end();
-    });
-    await new Promise<void>((done) => server.listen(0, '127.0.0.1', () => done()));
-    const nudgeUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nudge`;
+    const { auths, nudgeUrl, server } = await nudgeReceiver();
     const secret = `cli-relay-${flag.slice(2)}-9bd1e0`;
     const value = flag === '--secret-file' ? fileWith(`${secret}\n`) : secret;
     const relay = background(['relay', '--nudge-url', nudgeUrl, '--database-url-file', fileWith(db.url), flag, value], {});

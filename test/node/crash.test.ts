@@ -11,6 +11,7 @@ import type { DrainOptions, DrainStats } from '../../src/core/types.ts';
 import { startEmbedded, type EmbeddedDatabase } from '../../src/node/embedded.ts';
 import { install } from '../../src/node/install.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/until.ts';
 
 const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
 
@@ -56,14 +57,6 @@ class SlowTarget {
   async stop(): Promise<void> {
     this.server?.closeAllConnections();
     await new Promise<void>((done) => (this.server ? this.server.close(() => done()) : done()));
-  }
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

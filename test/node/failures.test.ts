@@ -67,7 +67,7 @@ describe('classifyFailure', () => {
     for (const kind of ['connect', 'no_response', 'receive', 'malformed', 'dns', 'timeout', 'other'] as const) {
       expect(isRetryable({ status_code: null, timed_out: false, error_msg: 'x', error_kind: kind }), kind).toBe(true);
     }
-    for (const kind of ['tls', 'too_large', 'redirects', 'invalid_request', 'refused_destination', 'internal'] as const) {
+    for (const kind of ['tls', 'too_large', 'redirects', 'invalid_request', 'refused_destination', 'internal', 'cancelled'] as const) {
       expect(isRetryable({ status_code: null, timed_out: false, error_msg: 'x', error_kind: kind }), kind).toBe(false);
     }
     expect(kindOfMessage('Timeout of 5 ms reached')).toBe('timeout');

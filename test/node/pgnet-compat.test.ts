@@ -8,19 +8,13 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainOnce, SWEEP_EVERY_MS, sweepIfDue } from '../../src/node/drain.ts';
 import { startRelay, WAITING_APPLICATION_NAME } from '../../src/node/relay.ts';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { useFreshDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-const extra: postgres.Sql[] = [];
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
-});
-afterAll(async () => {
-  for (const s of extra) await s.end();
-  await sql?.end();
+const { session } = useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
 
 async function sqlError(text: string): Promise<{ code: string; message: string; column?: string }> {
@@ -152,8 +146,7 @@ describe('net.worker_restart() inside a transaction (pg_net: returns within seco
       const before = drains;
       // As right after an install: no worker has checked in yet.
       await sql`update net._worker_status set last_seen = null`;
-      const waiter = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {}, connection: { application_name: 'my app' } });
-      extra.push(waiter);
+      const waiter = session({ connection: { application_name: 'my app' } });
       const appNames = await waiter.begin(async (tx) => {
         await tx`select net.worker_restart()`;
         // Raises after 30 s if no worker checks in (the old row lock made that certain).
@@ -176,8 +169,7 @@ describe('net.worker_restart() inside a transaction (pg_net: returns within seco
     for (let i = 0; i < 500 && draining > 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(draining).toBe(0);
     await sql`update net._worker_status set last_seen = null`;
-    const waiter = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(waiter);
+    const waiter = session();
     const waiting = waiter`select net.wait_until_running(2)`.catch((e: Error) => e);
     let seen = false;
     for (let i = 0; i < 100 && !seen; i++) {

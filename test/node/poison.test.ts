@@ -2,25 +2,18 @@
 // or whose drains keep dying, ends with an error row while every other row goes on. Each case
 // uses a real row that triggers it, a real drain against the loopback target and real PostgreSQL.
 import postgres from 'postgres';
-import { beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { beforeEach, describe, expect, inject, it } from 'vitest';
 import { DEFAULT_CLAIM_BYTES } from '../../src/core/claim.ts';
 import { drain } from '../../src/core/drain.ts';
 import { options } from '../support/drain-options.ts';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { emptyQueue, useFreshDatabase } from '../support/db.ts';
 
 const target = inject('targetUrl');
-let db: TestDatabase;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
+useFreshDatabase((fresh) => {
+  sql = fresh.sql;
 });
-
-beforeEach(async () => {
-  await sql`delete from net.http_request_queue`;
-  await sql`delete from net._http_response`;
-});
+beforeEach(() => emptyQueue(sql));
 
 interface Row {
   id: string;

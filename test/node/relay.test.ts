@@ -8,6 +8,7 @@ import { freePort, startEmbedded, type EmbeddedDatabase } from '../../src/node/e
 import { install } from '../../src/node/install.ts';
 import { startRelay, type Relay } from '../../src/node/relay.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/until.ts';
 
 const SECRET = 'relay-test-secret-5f2c9a';
 
@@ -43,14 +44,6 @@ class NudgeServer {
     if (!server) return;
     server.closeAllConnections();
     await new Promise<void>((done) => server.close(() => done()));
-  }
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 

@@ -3,17 +3,13 @@
 // commit/rollback, NOTIFY folding, and who may call what.
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { useFreshDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
-});
-afterAll(async () => {
-  await sql?.end();
+useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
 
 interface StoredRequest {
@@ -510,6 +506,7 @@ describe('privileges', () => {
     await denied(`insert into net.http_request_queue (method, url, timeout_milliseconds, lease_owner) values ('GET', 'https://e.com', 1, 'x')`);
     await denied(`insert into net.http_request_queue (method, url, timeout_milliseconds, owner) values ('GET', 'https://e.com', 1, 'postgres')`);
     await denied(`update net.http_request_queue set url = 'https://evil.example/'`);
+    await denied(`delete from net.http_request_queue`);
     await denied(`delete from net._http_response`);
   });
 
@@ -521,7 +518,8 @@ describe('privileges', () => {
     for (const row of rows) expect(row.config, row.name).toContain('search_path=pg_catalog, pg_temp');
     const definers = rows.filter((r) => r.definer).map((r) => r.name).sort();
     // The request API runs as the caller (its requests are its own; row-level security decides
-    // what it sees). net._requeue checks for itself that the caller may see the row (net.retry).
-    expect(definers).toEqual(['_requeue', '_worker_last_seen', 'check_worker_is_up', 'wait_until_running', 'wake', 'worker_restart']);
+    // what it sees). net._requeue and net._cancel check for themselves that the caller may see
+    // the row (net.retry, net.cancel).
+    expect(definers).toEqual(['_cancel', '_requeue', '_worker_last_seen', 'check_worker_is_up', 'wait_until_running', 'wake', 'worker_restart']);
   });
 });

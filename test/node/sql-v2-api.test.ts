@@ -6,25 +6,16 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { install } from '../../src/node/install.ts';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { emptyQueue, freshDatabase, useFreshDatabase, type TestDatabase } from '../support/db.ts';
 import { SCHEMA_VERSION } from '../support/schema.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-const extra: postgres.Sql[] = [];
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
+const { session, endWithFile } = useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
-afterAll(async () => {
-  for (const s of extra) await s.end();
-  await sql?.end();
-});
-beforeEach(async () => {
-  await sql`delete from net.http_request_queue`;
-  await sql`delete from net._http_response`;
-});
+beforeEach(() => emptyQueue(sql));
 
 interface Stored {
   id: string;
@@ -334,11 +325,7 @@ describe('delays: not_before and delay', () => {
     const [cleared] = await sql<{ n: number }[]>`
       select count(*)::int as n from net.http_request_queue where lease_owner = 'drain-a' and not_before is not null`;
     expect(cleared!.n).toBe(0);
-    const sessions = Array.from({ length: 4 }, () => {
-      const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-      extra.push(s);
-      return s;
-    });
+    const sessions = Array.from({ length: 4 }, () => session());
     const results = await Promise.all(
       sessions.map((s, i) => s<{ id: string }[]>`select id::text as id from net._claim(${`c${i}`}, 3)`),
     );
@@ -477,8 +464,7 @@ describe('retries: policy, the retry outcome in net._record, status at each stag
   });
 
   it('net.request_status sees only committed requests of other sessions (unknown until commit)', async () => {
-    const other = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(other);
+    const other = session();
     await other.begin(async (tx) => {
       const [row] = await tx<{ id: string }[]>`select net.http_get('https://e.com/tx')::text as id`;
       expect(await status(row!.id)).toBe('unknown');
@@ -501,8 +487,7 @@ describe('net.http_collect_response with retries', () => {
 
   it('async := false waits through a retry and returns the final response', async () => {
     const id = await one(`select net.http_request('GET', 'https://e.com/', max_attempts := 2)`);
-    const waiter = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(waiter);
+    const waiter = session();
     const result = waiter<{ status: string; code: number; body: string }[]>`
       select (r).status::text as status, ((r).response).status_code as code, ((r).response).body as body
       from net.http_collect_response(${id}::bigint, async := false) r`;
@@ -585,8 +570,7 @@ describe('net.retry and net.failed_requests', () => {
 
   it('two concurrent retries of one request: one queues it, the other is told it is queued', async () => {
     const id = await failWith({ status_code: 500 });
-    const other = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(other);
+    const other = session();
     const results = await Promise.allSettled([sql`select net.retry(${id}::bigint)`, other`select net.retry(${id}::bigint)`]);
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
@@ -601,8 +585,7 @@ describe('the pg_net.max_attempts setting', () => {
   });
 
   it('ALTER ROLE … IN DATABASE for the owner, else a session SET; the argument wins; invalid values are ignored', async () => {
-    const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(s);
+    const s = session();
     const attempts = async (text: string) => (await stored(await one(text, s))).max_attempts;
     expect(await attempts(`select net.http_get('https://e.com/')`)).toBe(1);
     await s`set pg_net.max_attempts = 4`;
@@ -629,8 +612,7 @@ describe('the pg_net.max_attempts setting', () => {
 
   it('the role/database value is looked up once per transaction (a change applies from the next one)', async () => {
     await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 2`);
-    const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {} });
-    extra.push(s);
+    const s = session();
     const seen = await s.begin(async (tx) => {
       const [a] = await tx<{ id: string }[]>`select net.http_get('https://e.com/a')::text as id`;
       await sql.unsafe(`alter role postgres in database ${db.name} set pg_net.max_attempts = 7`);
@@ -696,7 +678,7 @@ describe('privileges', () => {
 describe('upgrade from schema v1', () => {
   it('a v1 database (no v2 columns) is upgraded in place, keeping queued requests and responses', async () => {
     const up = await freshDatabase();
-    extra.push(up.sql);
+    endWithFile(up.sql);
     // Make the clone look like a v1 install: drop what v2 added.
     await up.sql.unsafe(`
       drop view net.failed_requests;
@@ -713,6 +695,10 @@ describe('upgrade from schema v1', () => {
       alter table net.http_request_queue disable row level security, drop column owner, drop column expired_leases;
       alter table net._http_response disable row level security, drop column owner, drop column retry_claim;
       delete from net._migrations where version = 3;
+      -- … and what v5 added.
+      drop policy cancel_unclaimed on net.http_request_queue;
+      alter table net.http_request_queue drop column cancel_claim;
+      delete from net._migrations where version = 5;
       insert into net.http_request_queue (method, url, headers, timeout_milliseconds) values ('GET', 'https://e.com/v1', '{}', 1000);
       insert into net._http_response (id, status_code, content) values (777, 200, 'v1 response');`);
     const report = await install(up.url, { log: () => {} });

@@ -1,18 +1,14 @@
 // Bad input to net.http_get/post/delete raises in the caller's transaction, with a message that
 // names what is wrong and the right SQLSTATE, and queues nothing (no row, no notification).
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { describe, expect, it } from 'vitest';
+import { useFreshDatabase, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
-});
-afterAll(async () => {
-  await sql?.end();
+useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
 
 interface PgError {

@@ -3,31 +3,17 @@
 // wait_until_running, the settings view), against real PostgreSQL with real concurrent sessions.
 import postgres from 'postgres';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { emptyQueue, useFreshDatabase, type TestDatabase } from '../support/db.ts';
 import { SCHEMA_VERSION } from '../support/schema.ts';
 
 let db: TestDatabase;
 let sql: postgres.Sql;
-const extra: postgres.Sql[] = [];
-
-/** Another session on the same database (closed in afterAll). */
-function session(options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
-  const s = postgres(db.url, { max: 1, fetch_types: false, onnotice: () => {}, ...options });
-  extra.push(s);
-  return s;
-}
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  sql = db.sql;
-});
-afterAll(async () => {
-  for (const s of extra) await s.end();
-  await sql?.end();
+const { session } = useFreshDatabase((fresh) => {
+  db = fresh;
+  sql = fresh.sql;
 });
 beforeEach(async () => {
-  await sql`delete from net.http_request_queue`;
-  await sql`delete from net._http_response`;
+  await emptyQueue(sql);
   await sql`update net._worker_status set last_seen = null, last_drain = null, restart_requested = null`;
 });
 

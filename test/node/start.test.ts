@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../src/node/embedded.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/until.ts';
 
 const BIN = new URL('../../bin/pg-net-edge.mjs', import.meta.url).pathname;
 const ROOT = new URL('../..', import.meta.url).pathname;
@@ -73,14 +74,6 @@ function filesHolding(needle: string, folders: string[]): string[] {
     encoding: 'utf8',
   });
   return found.stdout.split('\n').filter(Boolean);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('npm start with DATABASE_URL', () => {
