@@ -114,7 +114,7 @@ export function mayClaimNow(d: Drain, now: number): boolean {
   if (d.claiming.inFlight || now < d.claiming.retryAt || !claimPossible(d, now)) return false;
   if (room(d, now) <= 0 || d.buffer.length >= MAX_BUFFERED) return false;
   // Every fetch slot held by a slow request: rows claimed now would only wait (see saturated).
-  if (d.slots.stuck(now)) return false;
+  if (d.slots.stuck(now) && d.spillRoom(now, 0) <= 0) return false;
   // Claim in big batches: while half the allowance still waits, the next claim can wait too,
   // so a claim takes about batch_size rows. Claims of ~50 rows (the rule was 3/4 of an
   // allowance of batch_size) cost ~10% of the throughput in statements on both sides.
@@ -128,7 +128,10 @@ export function mayClaimNow(d: Drain, now: number): boolean {
 
 /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
 export function room(d: Drain, now: number): number {
-  return d.slotsFree(now) + aheadLimit(d, now) - d.ready.length;
+  const free = d.slotsFree(now);
+  const ahead = aheadLimit(d, now);
+  // With a runner (executors), its room too once the drain's own slots can't keep up (spill.ts).
+  return free + d.spillRoom(now, free + ahead) + ahead - d.ready.length;
 }
 
 /**

@@ -26,6 +26,7 @@ import { DueState, dueArrived, dueCheckWanted, lingering, startDueCheck, withinB
 import { LoopSleep, nextTimer } from './drain-timer.ts';
 import { errorOutcome } from './error-outcome.ts';
 import { writeHeartbeat } from './heartbeat.ts';
+import { localHorizon } from './spill.ts';
 
 export { errorOutcome } from './error-outcome.ts';
 export { writeHeartbeat } from './heartbeat.ts';
@@ -64,12 +65,31 @@ export interface DrainExtras {
    */
   memoryLimitBytes?: number;
   /**
-   * Sends a request some other way than this drain's own fetch (a Worker's executors): its
-   * outcome, or null when it was not sent (the row is given back to the queue).
+   * Another way to send requests (a Worker's executors), for the rows this drain's own fetch
+   * slots would not start soon (see spill.ts). Without it every row goes through `fetchFn`.
    */
-  runner?: (request: ClaimedRequest) => Promise<Outcome | null>;
+  runner?: Runner;
   /** Time for every decision (default the system clock; tests pass a fake one). */
   clock?: Clock;
+}
+
+/** Sends rows some other way than the drain's own fetch slots (a Worker's executors). */
+export interface Runner {
+  /** Rows it could start now (for claiming; a row may still be refused by tryRun). */
+  room(): number;
+  /**
+   * Starts the row now: its outcome, or null when it was not sent (the row is given back to
+   * the queue). Null at once instead of a promise when it can't start this row now (the drain
+   * keeps the row).
+   */
+  tryRun(request: ClaimedRequest): Promise<Outcome | null> | null;
+  /** Requests the drain may still send itself (a Worker: subrequests the runner doesn't need). */
+  localLeft(): number;
+  /**
+   * Of the drain's fetch slots, those it leaves free while the runner holds rows (a Worker: one,
+   * through which executor lanes open; at once, with nothing spilled, the drain uses them all).
+   */
+  readonly slotsWhileRunning: number;
 }
 
 /** See Drain.mode(). */
@@ -83,7 +103,9 @@ export class Drain {
   private running: Promise<DrainStats> | null = null;
   /** Set synchronously when the drain will claim no more (poke can't revive it). */
   private closed = false;
-  private readonly runner: DrainExtras['runner'];
+  private readonly runner: Runner | undefined;
+  /** Rows out at the runner. */
+  private spilled = 0;
   private dirty = false;
   private readonly sleeper = new LoopSleep(() => this.clock);
   private readonly executeOptions: ExecuteOptions;
@@ -251,18 +273,62 @@ export class Drain {
     const now = this.clock.now();
     while (this.ready.length > 0 && this.freeSlots(now) > 0) {
       const { request, claimedAt } = this.ready.shift()!;
-      // A row that waited too long is given back unsent (a later drain takes it) rather than
-      // sent late: its lease could end mid-flight (a second drain would send it again), or it
-      // would no longer finish before the hard limit.
-      const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
-      const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
-      if (stale || tooLate) {
-        this.unsent.push(request.id);
+      if (this.sendable(request, claimedAt, now)) this.launch(request);
+    }
+    if (this.runner && this.ready.length > 0 && !this.memoryFull()) this.spill(this.runner, now);
+    if (this.unsent.length > 0) this.giveBack();
+  }
+
+  /**
+   * A row that waited too long is given back unsent (a later drain takes it) rather than sent
+   * late: its lease could end mid-flight (a second drain would send it again), or it would no
+   * longer finish before the hard limit.
+   */
+  private sendable(request: ClaimedRequest, claimedAt: number, now: number): boolean {
+    const stale = now - claimedAt > this.opts.leaseMarginMs / 2;
+    const tooLate = now - this.started + request.timeout_milliseconds + this.slackMs > this.opts.hardLimitMs;
+    if (stale || tooLate) this.unsent.push(request.id);
+    return !(stale || tooLate);
+  }
+
+  /** Rows this drain's own slots start within AHEAD_MS (spill.ts). */
+  private localHorizon(now: number): number {
+    return localHorizon({
+      fetchSlots: this.slots.fetchSlots - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0),
+      waitMs: this.slots.shortestWaitMs(),
+      stuck: this.slots.stuck(now),
+      mostlyStuck: this.slots.mostlyStuck(now),
+      localLeft: this.localLeft(),
+    });
+  }
+
+  /** Hands the runner the ready rows beyond what this drain's own slots start within AHEAD_MS. */
+  private spill(runner: Runner, now: number): void {
+    const keep = this.localHorizon(now);
+    while (this.ready.length > keep) {
+      const { request, claimedAt } = this.ready[0]!;
+      if (!this.sendable(request, claimedAt, now)) {
+        this.ready.shift();
         continue;
       }
-      this.launch(request);
+      // An unusable row's error outcome is made here, not sent anywhere.
+      const sent = request.invalid ? undefined : runner.tryRun(request);
+      if (sent === null) break;
+      this.ready.shift();
+      this.launch(request, sent);
     }
-    if (this.unsent.length > 0) this.giveBack();
+  }
+
+  /**
+   * Rows to claim for the runner (for the pieces: drain-claim.ts): its room, once the rows this
+   * drain would hold for its own slots (`local`: free slots and claim-ahead) or already holds are
+   * more than those slots start within AHEAD_MS. Otherwise none, so against a target answering at
+   * once the drain claims as it would without a runner and every row stays local.
+   */
+  spillRoom(now: number, local: number): number {
+    if (!this.runner || this.memoryFull()) return 0;
+    const horizon = this.localHorizon(now);
+    return Math.max(local, this.ready.length) >= horizon ? this.runner.room() : 0;
   }
 
   /** A fetch slot freed: start the next waiting row at once (its body read goes on meanwhile). */
@@ -279,19 +345,28 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    return this.slots.free(now);
+    const free = this.slots.free(now) - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0);
+    // With a runner, requests of its own only while the runner leaves it some (subrequests).
+    return this.runner ? Math.max(0, Math.min(free, this.localLeft())) : free;
   }
 
-  private launch(request: ClaimedRequest): void {
+  /** Requests this drain may still start itself beside those waiting for headers (the runner's localLeft). */
+  private localLeft(): number {
+    return this.runner ? this.runner.localLeft() - this.slots.waiting.size : Infinity;
+  }
+
+  /** Starts a row on this drain's own slots, or follows one the runner started (`sent`). */
+  private launch(request: ClaimedRequest, sent?: Promise<Outcome | null>): void {
     this.inFlight++;
-    this.slots.start(request.id, this.clock.now());
+    // Rows at the runner hold none of this drain's slots.
+    if (sent === undefined) this.slots.start(request.id, this.clock.now());
+    else this.spilled++;
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
-      : this.runner
-        ? this.runner(request)
-        : execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions);
+      : (sent ?? execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions));
     const finish = (outcome: Outcome | null): void => {
+      if (sent !== undefined) this.spilled--;
       if (outcome === null) {
         // Not sent (it waited too long, or its executor failed before answering): give it back.
         this.inFlight--;

@@ -107,6 +107,14 @@ export class FetchSlots {
     return stuck === this.fetchSlots - 1;
   }
 
+  /** The shortest of recent header waits (what a slot takes when the target answers at once); null before the first. */
+  shortestWaitMs(): number | null {
+    if (this.recentWaits.length === 0) return null;
+    let least = Infinity;
+    for (const wait of this.recentWaits) if (wait < least) least = wait;
+    return least;
+  }
+
   /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
   stuck(now: number): boolean {
     if (this.waiting.size < this.fetchSlots) return false;

@@ -1,6 +1,7 @@
-// The coordinator's side of the fan-out. The coordinator keeps the database connection, claims
-// and records; rows the drain starts go to executors (requests to this Worker itself, see
-// executor.ts), which only send. An executor is a lane: one request whose body streams rows in
+// The coordinator's side of the fan-out. The coordinator keeps the database connection, claims,
+// records and sends what its own fetch slots start soon; the rows it spills (see spill.ts) go to
+// executors (requests to this Worker itself, see executor.ts), which only send. The drain asks
+// synchronously: tryRun starts a row at once or refuses it (the drain keeps it). An executor is a lane: one request whose body streams rows in
 // (NDJSON, as they are handed to it) and whose response streams outcomes back, so one call
 // carries many rows and its header-wait slot here frees as soon as it answers. Lanes follow the
 // backlog: a new one opens only when every open lane holds rowsPerExecutor rows (one per
@@ -24,11 +25,6 @@ export interface FanoutOptions {
   job: Omit<ExecutorJob, 'rows'>;
   /** A lane with no rows for this long is closed. Default 100 ms. */
   idleMs?: number;
-  /**
-   * Sends a row from the coordinator itself, through a header-wait slot it holds (see dispatch):
-   * its own free slots are capacity too, and a row sent here costs no encoding on either side.
-   */
-  local?: (row: ClaimedRequest, slot: () => void) => Promise<Outcome>;
 }
 
 export interface FanoutStats {
@@ -43,13 +39,14 @@ export interface FanoutStats {
 interface Waiting {
   row: ClaimedRequest;
   origin: string;
-  at: number;
   resolve: (outcome: Outcome | null) => void;
 }
 
 interface Lane {
   writer: WritableStreamDefaultWriter<Uint8Array>;
   rows: Map<string, Waiting>;
+  /** Rows handed to this lane in the current turn, written together (one write per lane per turn). */
+  outbox: Waiting[];
   closed: boolean;
   idleSince: number;
 }
@@ -67,14 +64,22 @@ export type CallExecutor = (body: ReadableStream<Uint8Array>) => Promise<Respons
 
 const encoder = new TextEncoder();
 
+/**
+ * Subrequests kept for lanes beyond one per executor: the drain's own requests stop this far
+ * short of the invocation's allowance, so lanes can still open.
+ */
+const LANE_RESERVE = 10;
+
 export class Fanout {
-  private pending: Waiting[] = [];
+  /** The coordinator's header-wait slot kept for opening lanes while any row is out at executors. */
+  readonly slotsWhileRunning = 1;
   private readonly lanes = new Set<Lane>();
   private calls = 0;
   private inFlight = 0;
   private peakInFlight = 0;
   private peakExecutorWaits = 0;
   private readonly perOrigin = new Map<string, number>();
+  private readonly toWrite = new Set<Lane>();
   private scheduled = false;
   private idleTimer: ReturnType<typeof setTimeout> | undefined;
   private lastError: string | undefined;
@@ -89,17 +94,45 @@ export class Fanout {
     this.idleMs = opts.idleMs ?? 100;
   }
 
-  /** Sends a row through an executor: its outcome, or null if it was not sent (give it back). */
-  run(row: ClaimedRequest): Promise<Outcome | null> {
+  /**
+   * Rows it could start now: the free places of open lanes and of the lanes it may still open
+   * (EXECUTORS, subrequests). The per-origin cap is not counted (see tryRun).
+   */
+  room(): number {
+    let room = 0;
+    for (const lane of this.lanes) if (!lane.closed) room += Math.max(0, this.opts.rowsPerExecutor - lane.rows.size);
+    const openable = Math.min(this.opts.executors - this.lanes.size, this.limits.subrequestsLeft());
+    return room + Math.max(0, openable) * this.opts.rowsPerExecutor;
+  }
+
+  /** Requests the coordinator may still send itself: the subrequests lanes don't need. */
+  localLeft(): number {
+    return this.limits.subrequestsLeft() - this.opts.executors - LANE_RESERVE;
+  }
+
+  /**
+   * Sends a row through an executor if one can start it now: its outcome (null if it was not
+   * sent: give it back). Null at once, sending nothing, when the row's origin holds its cap or no
+   * lane has a place and none may open: the caller keeps the row.
+   */
+  tryRun(row: ClaimedRequest): Promise<Outcome | null> | null {
+    const origin = originOf(row.url);
+    const out = this.perOrigin.get(origin) ?? 0;
+    if (out >= this.opts.originConcurrency) return null;
+    const lane = this.laneWithRoom();
+    if (!lane) return null;
     return new Promise((resolve) => {
-      this.pending.push({ row, origin: originOf(row.url), at: this.now(), resolve });
+      const w: Waiting = { row, origin, resolve };
+      this.perOrigin.set(origin, out + 1);
+      lane.rows.set(String(row.id), w);
+      lane.outbox.push(w);
+      this.inFlight++;
+      if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+      this.toWrite.add(lane);
       // Rows the drain starts in one turn go out together: one write per lane.
       if (!this.scheduled) {
         this.scheduled = true;
-        queueMicrotask(() => {
-          this.scheduled = false;
-          this.dispatch();
-        });
+        queueMicrotask(() => this.write());
       }
     });
   }
@@ -108,8 +141,8 @@ export class Fanout {
   close(): void {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    this.write();
     for (const lane of this.lanes) this.endLane(lane);
-    for (const w of this.pending.splice(0)) w.resolve(null);
   }
 
   stats(): FanoutStats {
@@ -120,82 +153,22 @@ export class Fanout {
     return this.lastError;
   }
 
-  private dispatch(): void {
-    const now = this.now();
-    // Rows that waited past their lease's margin go back unsent (a later drain takes them).
-    if (this.pending.length > 0 && now - this.pending[0]!.at > this.opts.job.maxWaitMs) {
-      this.pending = this.pending.filter((w) => {
-        if (now - w.at <= this.opts.job.maxWaitMs) return true;
-        w.resolve(null);
-        return false;
-      });
-    }
-    if (this.pending.length === 0) return;
-    this.sendLocally();
-    if (this.pending.length === 0) return;
-    const batches = new Map<Lane, Waiting[]>();
-    const rest: Waiting[] = [];
-    // Fill open lanes first; open another only when all are full.
-    const open = [...this.lanes].filter((l) => !l.closed && l.rows.size < this.opts.rowsPerExecutor);
-    for (const w of this.pending) {
-      const out = this.perOrigin.get(w.origin) ?? 0;
-      if (out >= this.opts.originConcurrency) {
-        rest.push(w);
-        continue;
-      }
-      let lane = open[0];
-      if (!lane) {
-        if (this.lanes.size >= this.opts.executors || this.limits.subrequestsLeft() <= 0) {
-          rest.push(w);
-          continue;
-        }
-        lane = this.openLane();
-        open.push(lane);
-      }
-      this.perOrigin.set(w.origin, out + 1);
-      lane.rows.set(String(w.row.id), w);
-      this.inFlight++;
-      const batch = batches.get(lane) ?? [];
-      batch.push(w);
-      batches.set(lane, batch);
-      if (lane.rows.size >= this.opts.rowsPerExecutor) open.shift();
-    }
-    this.pending = rest;
-    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
-    for (const [lane, batch] of batches) {
+  /** An open lane with a free place (fill open lanes first), or a new one if one may open. */
+  private laneWithRoom(): Lane | null {
+    for (const lane of this.lanes) if (!lane.closed && lane.rows.size < this.opts.rowsPerExecutor) return lane;
+    if (this.lanes.size >= this.opts.executors || this.limits.subrequestsLeft() <= 0) return null;
+    return this.openLane();
+  }
+
+  private write(): void {
+    this.scheduled = false;
+    for (const lane of this.toWrite) {
+      const batch = lane.outbox.splice(0);
+      if (lane.closed || batch.length === 0) continue;
       const text = batch.map((w) => `${JSON.stringify(toWire(w.row))}\n`).join('');
       lane.writer.write(encoder.encode(text)).catch(() => {});
     }
-  }
-
-  /**
-   * Rows the coordinator's own free header-wait slots can take, less one kept for opening lanes
-   * (the database sockets hold theirs), and never the last of its subrequests (lanes need them).
-   */
-  private sendLocally(): void {
-    const local = this.opts.local;
-    if (!local) return;
-    let i = 0;
-    while (i < this.pending.length && this.limits.free > 1 && this.limits.subrequestsLeft() > this.opts.executors + 10) {
-      const w = this.pending[i]!;
-      const out = this.perOrigin.get(w.origin) ?? 0;
-      if (out >= this.opts.originConcurrency) {
-        i++;
-        continue;
-      }
-      const slot = this.limits.tryAcquire();
-      if (!slot) break;
-      this.pending.splice(i, 1);
-      this.perOrigin.set(w.origin, out + 1);
-      this.inFlight++;
-      const done = (outcome: Outcome | null): void => {
-        this.inFlight--;
-        this.release(w.origin);
-        w.resolve(outcome);
-      };
-      local(w.row, slot).then(done, () => done(null));
-    }
-    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    this.toWrite.clear();
   }
 
   private release(origin: string): void {
@@ -206,7 +179,7 @@ export class Fanout {
 
   private openLane(): Lane {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    const lane: Lane = { writer: writable.getWriter(), rows: new Map(), closed: false, idleSince: 0 };
+    const lane: Lane = { writer: writable.getWriter(), rows: new Map(), outbox: [], closed: false, idleSince: 0 };
     this.lanes.add(lane);
     this.calls++;
     lane.writer.write(encoder.encode(`${JSON.stringify(this.opts.job)}\n`)).catch(() => {});
@@ -224,7 +197,6 @@ export class Fanout {
         for (const id of [...lane.rows.keys()]) this.settle(lane, id, null);
         this.endLane(lane);
         this.lanes.delete(lane);
-        this.dispatch();
       });
     return lane;
   }
@@ -272,7 +244,6 @@ export class Fanout {
         else if ('unsent' in line) this.settle(lane, line.unsent, null);
         else this.peakExecutorWaits = Math.max(this.peakExecutorWaits, line.done.peak_header_waits);
       }
-      if (this.pending.length > 0) this.dispatch();
     }
   }
 }

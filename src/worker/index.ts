@@ -14,10 +14,6 @@ import { LISTENER_NAME, listenerWake } from './listener.ts';
 import { Fanout } from './fanout.ts';
 import { runExecutor } from './executor.ts';
 import { HEADER_WAIT_LIMIT, InvocationLimits } from './limits.ts';
-import type { ClaimedRequest } from '../core/claim.ts';
-import { Deadlines } from '../core/deadlines.ts';
-import { execute } from '../core/execute.ts';
-import type { ExecuteOptions } from '../core/types.ts';
 import { messageOf } from '../core/errors.ts';
 import { redactUrlsIn } from '../core/redact.ts';
 
@@ -168,15 +164,6 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
         : Math.min(settings.drainBudgetMs ?? NUDGE_BUDGET_MS, NUDGE_BUDGET_MS);
     const hardLimitMs = trigger === 'cron' ? CRON_HARD_LIMIT_MS : NUDGE_HARD_LIMIT_MS;
     const loopback = ctx.exports?.default;
-    const probes = probeBudget(settings.subrequestLimit);
-    const localDeadlines = new Deadlines();
-    const localOptions: ExecuteOptions = {
-      maxResponseBytes: settings.maxResponseBytes,
-      userAgent: settings.userAgent,
-      destinations: settings.destinations,
-      deadlines: localDeadlines,
-      canConnect: probeWithBudget(probes),
-    };
     const fanout =
       settings.executors > 0 && loopback
         ? new Fanout(
@@ -196,39 +183,34 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
                 maxWaitMs: settings.leaseMarginMs / 2,
                 memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
               },
-              local: (row, slot) => execute(row, limits.fetchWith((input, init) => fetch(input, init), slot), localOptions).finally(slot),
             },
           )
         : null;
     if (settings.executors > 0 && !loopback) {
       log({ event: 'drain', ...label, warning: 'ctx.exports is unavailable (compatibility date before 2025-11-17?): no executors' });
     }
-    const options = fanout
-      ? {
-          ...drainOptions(settings, budgetMs, hardLimitMs, Number.MAX_SAFE_INTEGER),
-          // Rows out at executors: every executor's header-wait slots.
-          concurrency: settings.executors * HEADER_WAIT_LIMIT,
-          fetchSlots: undefined,
-          // Each executor is one subrequest of this invocation, carrying HEADER_WAIT_LIMIT rows.
-          maxRequests: Math.max(1, (settings.subrequestLimit - DB_CONNECTIONS) * HEADER_WAIT_LIMIT),
-        }
-      : {
-          ...drainOptions(settings, budgetMs, hardLimitMs, settings.subrequestLimit - DB_CONNECTIONS),
-          // The slots the database connections leave.
-          fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS),
-        };
+    // The drain's own fetch slots: those the database connections leave. With a fan-out the
+    // drain sends what these start within its claim-ahead horizon and spills the rest to
+    // executors (spill.ts); while rows are out at executors it leaves one slot for opening lanes
+    // (Fanout.slotsWhileRunning).
+    const options = {
+      ...drainOptions(settings, budgetMs, hardLimitMs, settings.subrequestLimit - DB_CONNECTIONS),
+      fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS),
+      // With executors, each of which is one subrequest of this invocation carrying HEADER_WAIT_LIMIT
+      // rows at a time, the drain may claim that many more (its own requests stop short: localLeft).
+      ...(fanout ? { maxRequests: Math.max(1, (settings.subrequestLimit - DB_CONNECTIONS) * HEADER_WAIT_LIMIT) } : {}),
+    };
     const drain = new Drain(sql, limits.fetchWith((input, init) => fetch(input, init)), options, {
       lingerMs: settings.lingerMs,
       // The isolate's bound on response bytes (CONCURRENCY × MAX_RESPONSE_BYTES), executors' bodies included.
       memoryLimitBytes: settings.concurrency * settings.maxResponseBytes,
       // Written below, with the fan-out's figures.
       heartbeat: false,
-      ...(fanout ? { runner: (request: ClaimedRequest) => fanout.run(request) } : {}),
+      ...(fanout ? { runner: fanout } : {}),
     });
     run.drain = drain;
     const stats = await drain.run();
     fanout?.close();
-    localDeadlines.clear();
     if (fanout) Object.assign(stats, fanout.stats());
     else stats.peak_header_waits = limits.peak;
     stats.last_error ??= fanout?.error();

@@ -1,7 +1,9 @@
 // The drain core inside workerd, against real PostgreSQL and the real loopback target.
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import postgres from 'postgres';
-import { Drain, drain } from '../../src/core/drain.ts';
+import { Drain, drain, type Runner } from '../../src/core/drain.ts';
+import { execute } from '../../src/core/execute.ts';
+import { Deadlines } from '../../src/core/deadlines.ts';
 import { heldBytes } from '../../src/core/memory.ts';
 import { connectDatabase } from '../../src/worker/db.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
@@ -374,6 +376,55 @@ describe('drain end to end', () => {
     for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}/held/300/${free}/${i}`})::text as id`);
     await drain(db.sql, fetch, options({ concurrency: 16 }));
     expect(await heldMax(free)).toBe(8);
+  });
+
+  it('with a runner: a target answering at once gets every row from the drain\'s own slots', async () => {
+    const prefix = uniquePrefix('nospill');
+    const spilled: string[] = [];
+    const runner: Runner = {
+      room: () => 100,
+      localLeft: () => 1000,
+      slotsWhileRunning: 1,
+      tryRun: (request) => {
+        spilled.push(request.id);
+        return Promise.resolve(null);
+      },
+    };
+    await db.sql`select net.http_get(${`${target}${prefix}/`} || g) from generate_series(1, 40) g`;
+    const stats = await drain(db.sql, fetch, options({ concurrency: 16, fetchSlots: 4 }), { runner });
+    expect(stats).toMatchObject({ claimed: 40, recorded: 40, errors: 0 });
+    expect(spilled).toEqual([]);
+    expect(Object.keys(await hits(prefix)).length).toBe(40);
+  });
+
+  it('with a runner: slow targets spill the rows its own slots would not start soon; every row sent once', async () => {
+    const label = `spill${Date.now().toString(36)}`;
+    // A runner with room for 12 that sends rows itself, as executors would.
+    const spilled: string[] = [];
+    let out = 0;
+    const runner: Runner = {
+      room: () => 12 - out,
+      localLeft: () => 1000,
+      slotsWhileRunning: 0,
+      tryRun: (request) => {
+        if (out >= 12) return null;
+        out++;
+        spilled.push(request.id);
+        return execute(request, fetch, { maxResponseBytes: 1000, userAgent: 'x', deadlines: new Deadlines() }).finally(() => out--);
+      },
+    };
+    // 30 requests answered after 200 ms, 2 slots of its own: those start ~2 rows in AHEAD_MS.
+    for (let i = 0; i < 30; i++) await queue(db.sql`select net.http_get(${`${target}/held/200/${label}/${i}`})::text as id`);
+    const stats = await drain(db.sql, fetch, options({ concurrency: 16, fetchSlots: 2 }), { runner });
+    expect(stats).toMatchObject({ claimed: 30, recorded: 30, errors: 0, stopped: 'empty' });
+    expect(spilled.length).toBeGreaterThan(0);
+    expect(spilled.length).toBeLessThan(30);
+    // Own slots never held more than 2 at once; the runner its 12 beside them.
+    expect(await heldMax(label)).toBeLessThanOrEqual(14);
+    const [row] = await db.sql<{ n: number; ok: number }[]>`
+      select count(*)::int as n, count(*) filter (where content = 'held 200')::int as ok from net._http_response
+      where id = any(${`{${spilled.join(',')}}`}::bigint[])`;
+    expect(row).toEqual({ n: spilled.length, ok: spilled.length });
   });
 
   it('running flat out, the drain records in fewer, bigger statements than flushMs alone would make', async () => {

@@ -106,38 +106,47 @@ function fakeExecutors() {
 const job = { maxResponseBytes: 1000, userAgent: 'x', denied: null, allowed: null, subrequestLimit: 1000, maxWaitMs: 15_000, memoryLimitBytes: 64_000 };
 
 describe('Fanout', () => {
-  it('opens lanes as the backlog needs (rows / rows per executor), up to EXECUTORS', async () => {
+  it('opens lanes as the rows need them (rows / rows per executor), up to EXECUTORS; refuses at once beyond', async () => {
     const { call, lanes } = fakeExecutors();
     const limits = new InvocationLimits({ subrequestLimit: 1000 });
     const fanout = new Fanout(call, limits, { executors: 3, rowsPerExecutor: 6, originConcurrency: 100, job });
-    const results = Array.from({ length: 10 }, (_, i) => fanout.run(row(i)));
+    expect(fanout.room()).toBe(18);
+    const results = Array.from({ length: 10 }, (_, i) => fanout.tryRun(row(i))!);
     await tick();
     await tick();
     expect(lanes.length).toBe(2); // 10 rows: 6 + 4
     expect(lanes.map((l) => l.rows.length)).toEqual([6, 4]);
-    const more = Array.from({ length: 20 }, (_, i) => fanout.run(row(100 + i)));
+    expect(fanout.room()).toBe(8);
+    const more = Array.from({ length: 8 }, (_, i) => fanout.tryRun(row(100 + i))!);
+    // Every place taken: the next row is refused at once, nothing sent (the drain keeps it).
+    expect(fanout.tryRun(row(200))).toBeNull();
+    expect(fanout.room()).toBe(0);
     await tick();
     await tick();
     expect(lanes.length).toBe(3); // capped
     expect(lanes.map((l) => l.rows.length)).toEqual([6, 6, 6]);
-    // An answer frees room in its lane: the next waiting row goes there.
+    // An answer frees a place in its lane: the next row goes there.
     lanes[0]!.answer(lanes[0]!.rows[0]!);
+    expect(await results[0]).toMatchObject({ id: '0', status_code: 200 });
+    expect(fanout.room()).toBe(1);
+    const last = fanout.tryRun(row(300))!;
     await tick();
     await tick();
     expect(lanes[0]!.rows.length).toBe(7);
-    expect(await results[0]).toMatchObject({ id: '0', status_code: 200 });
     fanout.close();
     for (const lane of lanes) lane.end();
     // Rows never answered come back as not sent (given back to the queue by the drain).
-    expect((await Promise.all([...results.slice(1), ...more])).every((o) => o === null)).toBe(true);
+    expect((await Promise.all([...results.slice(1), ...more, last])).every((o) => o === null)).toBe(true);
     expect(fanout.stats()).toMatchObject({ executors: 3, peak_in_flight: 18, peak_header_waits: 6 });
   });
 
   it('keeps at most ORIGIN_CONCURRENCY rows of one origin out, while other origins go on', async () => {
     const { call, lanes } = fakeExecutors();
     const fanout = new Fanout(call, new InvocationLimits({ subrequestLimit: 1000 }), { executors: 10, rowsPerExecutor: 6, originConcurrency: 4, job });
-    for (let i = 0; i < 10; i++) void fanout.run(row(i, 'http://a.test'));
-    for (let i = 0; i < 3; i++) void fanout.run(row(50 + i, 'http://b.test'));
+    const taken = Array.from({ length: 10 }, (_, i) => fanout.tryRun(row(i, 'http://a.test')));
+    const others = Array.from({ length: 3 }, (_, i) => fanout.tryRun(row(50 + i, 'http://b.test')));
+    expect(taken.map((p) => p !== null)).toEqual([true, true, true, true, false, false, false, false, false, false]);
+    expect(others.every((p) => p !== null)).toBe(true);
     await tick();
     await tick();
     const sent = lanes.flatMap((l) => l.rows);
@@ -146,39 +155,24 @@ describe('Fanout', () => {
     fanout.close();
   });
 
-  it('a row that waited past maxWaitMs (fake clock) is given back unsent', async () => {
+  it("leaves the coordinator's own requests the subrequests lanes don't need", () => {
     const { call } = fakeExecutors();
-    let now = 0;
-    const fanout = new Fanout(call, new InvocationLimits({ subrequestLimit: 1000 }), { executors: 0, rowsPerExecutor: 6, originConcurrency: 4, job }, () => now);
-    const result = fanout.run(row(1));
-    await tick();
-    now = job.maxWaitMs + 1;
-    void fanout.run(row(2));
-    expect(await result).toBeNull();
-    fanout.close();
+    const limits = new InvocationLimits({ subrequestLimit: 100 });
+    const fanout = new Fanout(call, limits, { executors: 4, rowsPerExecutor: 6, originConcurrency: 100, job });
+    // 4 lanes and a reserve of 10 kept back.
+    expect(fanout.localLeft()).toBe(86);
+    limits.spend();
+    expect(fanout.localLeft()).toBe(85);
   });
 
-  it("uses the coordinator's own free slots first, keeping one for opening lanes", async () => {
+  it('opens no lane without a subrequest left', () => {
     const { call, lanes } = fakeExecutors();
-    const limits = new InvocationLimits({ subrequestLimit: 1000 });
-    await limits.socketSlot(); // the database
-    await limits.socketSlot();
-    const local: string[] = [];
-    const fanout = new Fanout(call, limits, {
-      executors: 4,
-      rowsPerExecutor: 6,
-      originConcurrency: 100,
-      job,
-      local: (r) => {
-        local.push(r.id);
-        return new Promise<Outcome>(() => {});
-      },
-    });
-    for (let i = 0; i < 9; i++) void fanout.run(row(i));
-    await tick();
-    await tick();
-    expect(local).toEqual(['0', '1', '2']);
-    expect(lanes.flatMap((l) => l.rows)).toEqual(['3', '4', '5', '6', '7', '8']);
+    const limits = new InvocationLimits({ subrequestLimit: 1 });
+    limits.spend();
+    const fanout = new Fanout(call, limits, { executors: 4, rowsPerExecutor: 6, originConcurrency: 100, job });
+    expect(fanout.room()).toBe(0);
+    expect(fanout.tryRun(row(1))).toBeNull();
+    expect(lanes).toHaveLength(0);
     fanout.close();
   });
 });

@@ -94,11 +94,11 @@ describe('POST /nudge', () => {
     const h = await hits(prefix);
     expect(Object.keys(h).length).toBe(20);
     expect(Object.values(h).every((n) => n === 1)).toBe(true);
-    // One drain (the coordinator) claimed and recorded every row; executors sent them.
+    // One drain (the coordinator) claimed, sent and recorded every row: a target answering at
+    // once is sent on its own fetch slots, no executor needed (spill.ts).
     const drains = logs.filter((l) => l.event === 'drain');
     expect(drains).toHaveLength(1);
-    expect(drains[0]).toMatchObject({ trigger: 'nudge', stopped: 'empty', claimed: 20, recorded: 20 });
-    expect(Number(drains[0]!.executors)).toBeGreaterThan(0);
+    expect(drains[0]).toMatchObject({ trigger: 'nudge', stopped: 'empty', claimed: 20, recorded: 20, executors: 0 });
   });
 
   it('slow requests at one executor never hold back the rest: other executors send them meanwhile', async () => {
@@ -134,13 +134,14 @@ describe('POST /nudge', () => {
   });
 
   it('slow targets: executors have more requests waiting for headers at once than one invocation may, each invocation within 6', async () => {
-    // Each request takes 40 ms; EXECUTORS=3 sends up to 3 × 6 at once.
+    // Each request takes 40 ms; EXECUTORS=3 sends up to 3 × 6 at once, the coordinator's own
+    // slots up to 4 more.
     const label = `slowtargets${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/held/40/${label}/`} || g) from generate_series(1, 120) g`;
     const drains = await drainWith({ EXECUTORS: '3' });
     const held = await heldMax(label);
     expect(held).toBeGreaterThan(6);
-    expect(held).toBeLessThanOrEqual(18);
+    expect(held).toBeLessThanOrEqual(18 + 4);
     expect(drains).toHaveLength(1);
     expect(drains[0]).toMatchObject({ claimed: 120, recorded: 120, errors: 0 });
     expect(Number(drains[0]!.executors)).toBeGreaterThan(1);
@@ -153,7 +154,8 @@ describe('POST /nudge', () => {
     const label = `origincap${Date.now().toString(36)}`;
     await db.sql`select net.http_get(${`${target}/held/30/${label}/`} || g) from generate_series(1, 100) g`;
     const drains = await drainWith({ EXECUTORS: '10', ORIGIN_CONCURRENCY: '8' });
-    expect(await heldMax(label)).toBeLessThanOrEqual(8);
+    // The cap is on executors; the coordinator's own slots add at most 4 waiting for headers.
+    expect(await heldMax(label)).toBeLessThanOrEqual(8 + 4);
     expect(drains[0]).toMatchObject({ claimed: 100, recorded: 100, errors: 0 });
     expect(Number(drains[0]!.peak_in_flight)).toBeLessThanOrEqual(8);
     expect(Object.values(await hits(`/held/30/${label}/`))).toEqual(Array(100).fill(1));
