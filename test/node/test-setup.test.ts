@@ -45,6 +45,7 @@ describe('quiet-workerd', () => {
     expect(isExpectedWorkerdNoise('exception = kj/async-io-unix.c++:1538: disconnected: connect(): Connection refused')).toBe(true);
     expect(isExpectedWorkerdNoise('Socket proxy disconnected abruptly; e = kj/async-io-unix.c++:1298: failed: DNS lookup failed.; params.host = nonexistent.invalid')).toBe(true);
     expect(isExpectedWorkerdNoise('Socket proxy disconnected abruptly; e = kj/async-io-unix.c++:1298: failed: something new')).toBe(false);
+    expect(isExpectedWorkerdNoise('exception = kj/async-io.c++:1453: disconnected: abortRead() has been called')).toBe(true);
     expect(isExpectedWorkerdNoise('uncaught exception; source = Uncaught (in promise); stack = TypeError: x is undefined')).toBe(false);
     expect(isExpectedWorkerdNoise('Network connection lost')).toBe(false); // not a workerd log message
   });

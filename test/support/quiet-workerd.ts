@@ -20,6 +20,8 @@ const EXPECTED = [
   'stream disconnected prematurely',
   'Connection reset by peer',
   'DNS lookup failed',
+  // A request aborted at its timeout while its body was being read.
+  'abortRead() has been called',
   'The headers sent by the server are not valid',
   'Fetch API cannot load',
   'jsg.Error: internal error',
