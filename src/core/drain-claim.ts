@@ -149,7 +149,7 @@ export function aheadLimit(d: Drain, now: number): number {
     firstDoneAt: d.firstDoneAt,
     completed: d.completed,
     concurrency: d.opts.concurrency,
-    fetchSlots: d.slots.fetchSlots,
+    fetchSlots: d.slots.usable,
     batchSize: d.opts.batchSize,
     budgetMs: d.opts.budgetMs,
     leaseMarginMs: d.opts.leaseMarginMs,

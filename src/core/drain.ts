@@ -86,10 +86,10 @@ export interface Runner {
   /** Requests the drain may still send itself (a Worker: subrequests the runner doesn't need). */
   localLeft(): number;
   /**
-   * Of the drain's fetch slots, those it leaves free while the runner holds rows (a Worker: one,
-   * through which executor lanes open; at once, with nothing spilled, the drain uses them all).
+   * Of the drain's fetch slots, those it always leaves free for the runner (a Worker: one,
+   * through which executor lanes open).
    */
-  readonly slotsWhileRunning: number;
+  readonly reservedSlots: number;
 }
 
 /** See Drain.mode(). */
@@ -163,6 +163,10 @@ export class Drain {
     this.sql = sql;
     this.slots = new FetchSlots(opts.concurrency, opts.fetchSlots ?? Infinity);
     this.runner = extras.runner;
+    // The runner's slots (a Worker opens executor lanes through one) are always kept free: once
+    // slow requests hold every slot of the drain's own, a lane could not open until one answered
+    // (head of line: 50 × 5 s among 2,000 fast ones held every fast one for 5 s).
+    if (this.runner) this.slots.reserved = this.runner.reservedSlots;
     this.clock = extras.clock ?? systemClock;
     this.rawFetch = fetchFn;
     this.opts = opts;
@@ -294,7 +298,7 @@ export class Drain {
   /** Rows this drain's own slots start within AHEAD_MS (spill.ts). */
   private localHorizon(now: number): number {
     return localHorizon({
-      fetchSlots: this.slots.fetchSlots - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0),
+      fetchSlots: this.slots.usable,
       waitMs: this.slots.shortestWaitMs(),
       stuck: this.slots.stuck(now),
       mostlyStuck: this.slots.mostlyStuck(now),
@@ -345,10 +349,11 @@ export class Drain {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
-    const free = this.slots.free(now) - (this.spilled > 0 ? this.runner!.slotsWhileRunning : 0);
+    const free = this.slots.free(now);
     // With a runner, requests of its own only while the runner leaves it some (subrequests).
     return this.runner ? Math.max(0, Math.min(free, this.localLeft())) : free;
   }
+
 
   /** Requests this drain may still start itself beside those waiting for headers (the runner's localLeft). */
   private localLeft(): number {

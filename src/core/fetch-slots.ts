@@ -30,12 +30,22 @@ export class FetchSlots {
   /** The median of recent header waits when stuckAfterMs last computed it. */
   medianWait = 0;
   private stuckAfter = SLOW_AFTER_MS;
+  /**
+   * Of `fetchSlots`, how many are kept free for someone else (a Worker's executor lanes open
+   * through one). free(), stuck() and mostlyStuck() count only the rest.
+   */
+  reserved = 0;
   private stuckAfterAt = -1;
 
   constructor(
     readonly concurrency: number,
     readonly fetchSlots: number,
   ) {}
+
+  /** Fetch slots this drain's own requests may use now. */
+  get usable(): number {
+    return Math.max(1, this.fetchSlots - this.reserved);
+  }
 
   get inFlight(): number {
     return this.startedAt.size;
@@ -65,7 +75,7 @@ export class FetchSlots {
 
   /** Requests that may start now: `concurrency` minus those in flight (slow ones not counted, capped), never past `fetchSlots` waiting. */
   free(now: number): number {
-    const headerRoom = this.fetchSlots - this.waiting.size;
+    const headerRoom = this.usable - this.waiting.size;
     if (headerRoom <= 0) return 0;
     return Math.min(headerRoom, this.concurrencySlots(now));
   }
@@ -86,7 +96,7 @@ export class FetchSlots {
 
   /** When the next young request turns slow (freeing a `concurrency` slot); Infinity if none would. */
   nextSlowAt(now: number): number {
-    if (this.waiting.size >= this.fetchSlots || this.startedAt.size >= SLOW_CAP * this.concurrency) return Infinity;
+    if (this.waiting.size >= this.usable || this.startedAt.size >= SLOW_CAP * this.concurrency) return Infinity;
     for (const at of this.startedAt.values()) if (now - at < SLOW_AFTER_MS) return at + SLOW_AFTER_MS;
     return Infinity;
   }
@@ -97,14 +107,14 @@ export class FetchSlots {
    * slot left (waiting until the last is stuck too had fast rows trickle through it for seconds).
    */
   mostlyStuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots || this.fetchSlots < 2) return false;
+    if (this.waiting.size < this.usable || this.usable < 2) return false;
     const after = this.stuckAfterMs();
     let stuck = 0;
     for (const wait of this.waiting) {
       if (now - wait.at < after) break;
       stuck++;
     }
-    return stuck === this.fetchSlots - 1;
+    return stuck === this.usable - 1;
   }
 
   /** The shortest of recent header waits (what a slot takes when the target answers at once); null before the first. */
@@ -117,7 +127,7 @@ export class FetchSlots {
 
   /** Every fetch slot taken and every request in flight older than stuckAfterMs(). */
   stuck(now: number): boolean {
-    if (this.waiting.size < this.fetchSlots) return false;
+    if (this.waiting.size < this.usable) return false;
     let youngest = 0;
     for (const at of this.startedAt.values()) youngest = at;
     return youngest > 0 && now - youngest >= this.stuckAfterMs();

@@ -72,7 +72,7 @@ const LANE_RESERVE = 10;
 
 export class Fanout {
   /** The coordinator's header-wait slot kept for opening lanes while any row is out at executors. */
-  readonly slotsWhileRunning = 1;
+  readonly reservedSlots = 1;
   private readonly lanes = new Set<Lane>();
   private calls = 0;
   private inFlight = 0;

@@ -191,8 +191,8 @@ async function runDrain(env: Env, ctx: ExecutionContext, trigger: Trigger, run: 
     }
     // The drain's own fetch slots: those the database connections leave. With a fan-out the
     // drain sends what these start within its claim-ahead horizon and spills the rest to
-    // executors (spill.ts); while rows are out at executors it leaves one slot for opening lanes
-    // (Fanout.slotsWhileRunning).
+    // executors (spill.ts); it always leaves one slot free for opening lanes
+    // (Fanout.reservedSlots).
     const options = {
       ...drainOptions(settings, budgetMs, hardLimitMs, settings.subrequestLimit - DB_CONNECTIONS),
       fetchSlots: Math.min(settings.fetchSlots, HEADER_WAIT_LIMIT - DB_CONNECTIONS),

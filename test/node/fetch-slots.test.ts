@@ -17,6 +17,21 @@ describe('fetch slots', () => {
     expect(slots.headerWaitTotal).toBe(3);
   });
 
+  it('reserved slots are never used by the drain, and stuck counts only the rest (lanes open through a reserved one)', () => {
+    const slots = new FetchSlots(32, 4);
+    slots.reserved = 1;
+    for (let i = 0; i < 16; i++) slots.endWait(slots.beginWait(0), 2);
+    expect(slots.free(0)).toBe(3);
+    for (const id of ['a', 'b', 'c']) {
+      slots.start(id, 1000);
+      slots.beginWait(1000);
+    }
+    expect(slots.free(1000)).toBe(0);
+    // Three slow requests hold every usable slot: stuck, though a 4th slot is free (kept for lanes).
+    expect(slots.stuck(1099)).toBe(false);
+    expect(slots.stuck(1100)).toBe(true);
+  });
+
   it('a request in flight past SLOW_AFTER_MS stops holding a concurrency slot, up to SLOW_CAP × concurrency', () => {
     const slots = new FetchSlots(2, Infinity);
     slots.start('1', 0);

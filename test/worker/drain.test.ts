@@ -384,7 +384,7 @@ describe('drain end to end', () => {
     const runner: Runner = {
       room: () => 100,
       localLeft: () => 1000,
-      slotsWhileRunning: 1,
+      reservedSlots: 1,
       tryRun: (request) => {
         spilled.push(request.id);
         return Promise.resolve(null);
@@ -405,7 +405,7 @@ describe('drain end to end', () => {
     const runner: Runner = {
       room: () => 12 - out,
       localLeft: () => 1000,
-      slotsWhileRunning: 0,
+      reservedSlots: 0,
       tryRun: (request) => {
         if (out >= 12) return null;
         out++;
