@@ -4,61 +4,26 @@
 // one a drain holds is not; another role's id answers like an unknown one; a claim and a cancel
 // never both win; an install over schema v4 adds it.
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { drain } from '../../src/core/drain.ts';
 import { install } from '../../src/node/install.ts';
 import { options } from '../support/drain-options.ts';
 import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import { one, useRoles } from '../support/roles.ts';
 import { SCHEMA_VERSION } from '../support/schema.ts';
 
 const target = inject('targetUrl');
-// Roles are cluster-wide and other test files run at the same time: unique names, dropped after.
-const tag = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-const roleA = `pne_cancel_a_${tag}`;
-const roleB = `pne_cancel_b_${tag}`;
-const roleAdmin = `pne_cancel_admin_${tag}`;
-const roleMember = `pne_cancel_member_${tag}`;
-const ROLE_PASSWORD = `pw_${Math.random().toString(36).slice(2)}`;
-
+const roles = useRoles('pne_cancel');
+const { tag } = roles;
+const { a: roleA, b: roleB } = roles.names;
 let db: TestDatabase;
-const sessions: postgres.Sql[] = [];
 let a: postgres.Sql;
 let b: postgres.Sql;
 let admin: postgres.Sql;
 let member: postgres.Sql;
-
-function connectAs(role: string): postgres.Sql {
-  const u = new URL(db.url);
-  u.username = role;
-  u.password = ROLE_PASSWORD;
-  const s = postgres(u.toString(), { max: 1, fetch_types: false, onnotice: () => {} });
-  sessions.push(s);
-  return s;
-}
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  for (const role of [roleA, roleB, roleAdmin, roleMember]) await db.sql.unsafe(`create role ${role} login password '${ROLE_PASSWORD}'`);
-  await db.sql.unsafe(`grant net_edge_admin to ${roleAdmin}`);
-  await db.sql.unsafe(`grant ${roleA} to ${roleMember}`);
-  a = connectAs(roleA);
-  b = connectAs(roleB);
-  admin = connectAs(roleAdmin);
-  member = connectAs(roleMember);
+beforeAll(() => {
+  ({ db, a, b, admin, member } = roles);
 });
-
-afterAll(async () => {
-  for (const s of sessions) await s.end();
-  for (const role of [roleMember, roleAdmin, roleB, roleA]) {
-    await db.sql.unsafe(`drop role if exists ${role}`).catch(() => {});
-  }
-  await db.sql.end();
-});
-
-async function one(s: postgres.Sql, text: string): Promise<string> {
-  const rows = await s.unsafe<{ v: string }[]>(`select (${text})::text as v`);
-  return rows[0]!.v;
-}
 
 const cancel = (s: postgres.Sql, id: string) => one(s, `net.cancel(${id})`);
 const status = (s: postgres.Sql, id: string) => one(s, `net.request_status(${id})`);

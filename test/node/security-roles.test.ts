@@ -3,61 +3,24 @@
 // target. Each role sees, collects and retries only its own requests; another role's id answers
 // exactly like an unknown one; the admin role and the owner of net see all.
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { drain } from '../../src/core/drain.ts';
 import { options } from '../support/drain-options.ts';
-import { freshDatabase, type TestDatabase } from '../support/db.ts';
+import type { TestDatabase } from '../support/db.ts';
+import { one, useRoles } from '../support/roles.ts';
 
 const target = inject('targetUrl');
-// Roles are cluster-wide and other test files run at the same time: unique names, dropped after.
-const tag = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-const roleA = `pne_sec_a_${tag}`;
-const roleB = `pne_sec_b_${tag}`;
-const roleAdmin = `pne_sec_admin_${tag}`;
-const roleMember = `pne_sec_member_${tag}`;
-
+const roles = useRoles('pne_sec');
+const { tag } = roles;
+const { a: roleA, b: roleB } = roles.names;
 let db: TestDatabase;
-const sessions: postgres.Sql[] = [];
 let a: postgres.Sql;
 let b: postgres.Sql;
 let admin: postgres.Sql;
 let member: postgres.Sql;
-
-const ROLE_PASSWORD = `pw_${Math.random().toString(36).slice(2)}`;
-
-function connectAs(role: string): postgres.Sql {
-  const u = new URL(db.url);
-  u.username = role;
-  u.password = ROLE_PASSWORD;
-  const s = postgres(u.toString(), { max: 1, fetch_types: false, onnotice: () => {} });
-  sessions.push(s);
-  return s;
-}
-
-beforeAll(async () => {
-  db = await freshDatabase();
-  // A password too: the embedded PostgreSQL authenticates with scram-sha-256 (the machine's trusts).
-  for (const role of [roleA, roleB, roleAdmin, roleMember]) await db.sql.unsafe(`create role ${role} login password '${ROLE_PASSWORD}'`);
-  await db.sql.unsafe(`grant net_edge_admin to ${roleAdmin}`);
-  await db.sql.unsafe(`grant ${roleA} to ${roleMember}`);
-  a = connectAs(roleA);
-  b = connectAs(roleB);
-  admin = connectAs(roleAdmin);
-  member = connectAs(roleMember);
+beforeAll(() => {
+  ({ db, a, b, admin, member } = roles);
 });
-
-afterAll(async () => {
-  for (const s of sessions) await s.end();
-  for (const role of [roleMember, roleAdmin, roleB, roleA]) {
-    await db.sql.unsafe(`drop role if exists ${role}`).catch(() => {});
-  }
-  await db.sql.end();
-});
-
-async function one(s: postgres.Sql, text: string): Promise<string> {
-  const rows = await s.unsafe<{ v: string }[]>(`select (${text})::text as v`);
-  return rows[0]!.v;
-}
 
 /** Runs the drain as the owner of net (the Worker's role) until the queue is empty. */
 async function drainAll(): Promise<void> {
@@ -218,8 +181,8 @@ describe('ownership and visibility', () => {
 
   it('a BYPASSRLS role (e.g. Supabase\'s service_role) sees all, in the tables and in failed_requests', async () => {
     const bypass = `pne_sec_bypass_${tag}`;
-    await db.sql.unsafe(`create role ${bypass} login bypassrls password '${ROLE_PASSWORD}'`);
-    const s = connectAs(bypass);
+    await db.sql.unsafe(`create role ${bypass} login bypassrls password '${roles.password}'`);
+    const s = roles.connectAs(bypass);
     try {
       const failed = await s<{ id: string }[]>`select id::text as id from net.failed_requests where id = ${bOwn}::bigint`;
       expect(failed).toHaveLength(1);
