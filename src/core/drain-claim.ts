@@ -128,7 +128,7 @@ export function mayClaimNow(d: Drain, now: number): boolean {
 
 /** Rows a claim may take now: free slots plus the claim-ahead allowance, minus rows waiting. */
 export function room(d: Drain, now: number): number {
-  const free = d.slotsFree(now);
+  const free = d.freeSlots(now);
   const ahead = aheadLimit(d, now);
   // With a runner (executors), its room too once the drain's own slots can't keep up (spill.ts).
   return free + d.spillRoom(now, free + ahead) + ahead - d.ready.length;
@@ -216,7 +216,7 @@ function claimed(d: Drain, rows: ClaimedRequest[], want: number): void {
   if (rows.length > 0) d.due.checked = false;
   const claimedAt = d.clock.now();
   for (const request of rows) d.ready.push({ request, claimedAt });
-  d.startReady();
+  d.fill();
 }
 
 /** Wakes a fresh drain (net.wake). Best effort: a failed wake only means the next cron takes the rest. */

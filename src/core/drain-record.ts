@@ -45,7 +45,7 @@ export function flushDue(d: Drain, now: number): boolean {
 /** How long the oldest buffered outcome may wait (see flushDelay in record-buffer.ts). */
 export function flushDelay(d: Drain, now: number): number {
   const memoryFull = d.memoryFull();
-  return flushDelayOf(d.opts.flushMs, memoryFull, !memoryFull && d.ready.length > 0 && d.slotsFree(now) === 0);
+  return flushDelayOf(d.opts.flushMs, memoryFull, !memoryFull && d.ready.length > 0 && d.freeSlots(now) === 0);
 }
 
 export function startRecord(d: Drain): void {

@@ -11,7 +11,7 @@ export const POKE_TICK_MS = 10;
 
 /** When the next young request turns slow and frees a slot, if slots are what claiming waits for. */
 export function nextSlowAt(d: Drain, now: number): number {
-  if (d.slotsFree(now) > 0) return Infinity;
+  if (d.freeSlots(now) > 0) return Infinity;
   if (d.ready.length === 0 && (d.claiming.inFlight || !claimPossible(d, now))) return Infinity;
   return d.slots.nextSlowAt(now);
 }

@@ -104,8 +104,6 @@ export class Drain {
   /** Set synchronously when the drain will claim no more (poke can't revive it). */
   private closed = false;
   private readonly runner: Runner | undefined;
-  /** Rows out at the runner. */
-  private spilled = 0;
   private dirty = false;
   private readonly sleeper = new LoopSleep(() => this.clock);
   private readonly executeOptions: ExecuteOptions;
@@ -252,26 +250,8 @@ export class Drain {
     this.dirty = false;
   }
 
-  /** Requests that may start now (freeSlots; for the pieces). */
-  slotsFree(now: number): number {
-    return this.freeSlots(now);
-  }
-
-  /** Starts the rows waiting for a slot, as far as slots allow (fill; for the pieces). */
-  startReady(): void {
-    this.fill();
-  }
-
-  // fill() and launch() reach the pieces through these two.
-  private mayClaimNow(now: number): boolean {
-    return mayClaimNow(this, now);
-  }
-
-  private giveBack(): void {
-    giveBack(this);
-  }
-
-  private fill(): void {
+  /** Starts the rows waiting for a slot, as far as slots allow, and spills what they won't start soon. */
+  fill(): void {
     // Without a database their outcomes can't be recorded: leave them leased for a later drain.
     if (this.databaseDown) this.ready = [];
     const now = this.clock.now();
@@ -280,7 +260,7 @@ export class Drain {
       if (this.sendable(request, claimedAt, now)) this.launch(request);
     }
     if (this.runner && this.ready.length > 0 && !this.memoryFull()) this.spill(this.runner, now);
-    if (this.unsent.length > 0) this.giveBack();
+    if (this.unsent.length > 0) giveBack(this);
   }
 
   /**
@@ -345,7 +325,7 @@ export class Drain {
    * Requests that may start now: `concurrency` minus those in flight, slow ones not counted
    * (capped), and never more waiting for headers than `fetchSlots`.
    */
-  private freeSlots(now: number): number {
+  freeSlots(now: number): number {
     // Recording lags behind, or the isolate holds its memory limit: wait (each record that ends
     // signals the loop, which fills; other drains' releases are seen at the loop's next tick).
     if (this.memoryFull()) return 0;
@@ -365,19 +345,17 @@ export class Drain {
     this.inFlight++;
     // Rows at the runner hold none of this drain's slots.
     if (sent === undefined) this.slots.start(request.id, this.clock.now());
-    else this.spilled++;
     const reservation = { bytes: 0 };
     const done: Promise<Outcome | null> = request.invalid
       ? Promise.resolve(errorOutcome(request.id, request.invalid, 'invalid_request'))
       : (sent ?? execute(request, (input, init) => this.send(input, init, reservation), this.executeOptions));
     const finish = (outcome: Outcome | null): void => {
-      if (sent !== undefined) this.spilled--;
       if (outcome === null) {
         // Not sent (it waited too long, or its executor failed before answering): give it back.
         this.inFlight--;
         this.slots.finish(request.id);
         this.unsent.push(request.id);
-        this.giveBack();
+        giveBack(this);
         this.signal();
         return;
       }
@@ -399,7 +377,7 @@ export class Drain {
         this.inFlight === 0 ||
         this.buffer.length === 1 ||
         this.buffer.full() ||
-        this.mayClaimNow(this.clock.now())
+        mayClaimNow(this, this.clock.now())
       ) {
         this.signal();
       } else {

@@ -1,7 +1,8 @@
 // The coordinator's side of the fan-out. The coordinator keeps the database connection, claims,
 // records and sends what its own fetch slots start soon; the rows it spills (see spill.ts) go to
 // executors (requests to this Worker itself, see executor.ts), which only send. The drain asks
-// synchronously: tryRun starts a row at once or refuses it (the drain keeps it). An executor is a lane: one request whose body streams rows in
+// synchronously: tryRun starts a row at once or refuses it (the drain keeps it). An executor
+// is a lane: one request whose body streams rows in
 // (NDJSON, as they are handed to it) and whose response streams outcomes back, so one call
 // carries many rows and its header-wait slot here frees as soon as it answers. Lanes follow the
 // backlog: a new one opens only when every open lane holds rowsPerExecutor rows (one per
@@ -71,7 +72,7 @@ const encoder = new TextEncoder();
 const LANE_RESERVE = 10;
 
 export class Fanout {
-  /** The coordinator's header-wait slot kept for opening lanes while any row is out at executors. */
+  /** The coordinator's header-wait slot always kept free for opening lanes (see Drain's constructor). */
   readonly reservedSlots = 1;
   private readonly lanes = new Set<Lane>();
   private calls = 0;

@@ -44,7 +44,6 @@ function databaseUrl(env: Env): string | null {
   return env.HYPERDRIVE?.connectionString || env.DATABASE_URL || null;
 }
 
-
 function passwordsOf(url: string | undefined): string[] {
   if (!url) return [];
   try {
