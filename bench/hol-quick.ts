@@ -45,7 +45,7 @@ try {
       last_fast_ms: Math.round(t!.last_fast - t0),
       last_slow_ms: Math.round(t!.last_slow - t0),
       errors: t!.errors,
-      drains: logs.map((l) => ({ trigger: l.trigger, executors: l.executors, peak_in_flight: l.peak_in_flight, completed: l.completed, stopped: l.stopped })),
+      drains: process.env.HOL_TRACE ? logs : logs.map((l) => ({ trigger: l.trigger, executors: l.executors, peak_in_flight: l.peak_in_flight, completed: l.completed, stopped: l.stopped })),
     }),
   );
 } finally {

@@ -17,6 +17,7 @@ export function giveBack(d: Drain): void {
   const ids = d.unsent.splice(0);
   // Not sent by this drain: they don't count against its request cap or in its stats.
   d.claiming.claimed -= ids.length;
+  d.givenBack += ids.length;
   d.releaseInFlight = true;
   release(d.sql, d.owner, ids)
     .then(

@@ -145,6 +145,8 @@ export class Drain {
   /** Claimed rows this drain won't send, to give back (net._release, drain-give-back.ts). */
   unsent: string[] = [];
   releaseInFlight = false;
+  /** Rows given back unsent (net._release), for the stats. */
+  givenBack = 0;
   /** Finished outcomes waiting to be recorded (drain-record.ts). */
   readonly buffer = new RecordBuffer();
 
@@ -420,11 +422,12 @@ export class Drain {
       if (mayClaimNow(this, now)) startClaim(this, now);
       if (flushDue(this, now)) startRecord(this);
       this.fill();
-      const stuck = this.slots.stuck(now);
-      if (stuck && this.ready.length > 0) releaseReady(this, 0);
-      else if (this.ready.length > 0 && this.slots.mostlyStuck(now)) {
-        const keep = aheadLimit(this, now);
-        if (this.ready.length > keep) releaseReady(this, keep);
+      // Rows claimed ahead that stuck slots would hold up go back to the queue for other drains.
+      // With a runner they wait for its places instead (they free as its rows finish); given
+      // back, this drain would claim them again only after its empty-queue pause (head of line).
+      if (this.ready.length > 0 && !this.runner) {
+        if (this.slots.stuck(now)) releaseReady(this, 0);
+        else if (this.slots.mostlyStuck(now)) releaseReady(this, aheadLimit(this, now));
       }
       const mode = this.mode(this.clock.now());
       if (mode === 'check-due') {
@@ -449,6 +452,7 @@ export class Drain {
       stopped: this.databaseDown ? 'database' : this.claiming.empty === 'confirmed' ? 'empty' : 'budget',
     };
     if (this.opts.fetchSlots !== undefined && this.slots.headerWaits > 0) stats.header_wait_ms = Math.round(this.slots.headerWaitTotal / this.slots.headerWaits);
+    if (this.givenBack > 0) stats.given_back = this.givenBack;
     if (this.lastError !== undefined) stats.last_error = this.lastError;
     if (this.heartbeat && !this.databaseDown) await writeHeartbeat(this.sql, stats);
     return stats;

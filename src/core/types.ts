@@ -106,6 +106,8 @@ export interface DrainStats {
   errors: number; // outcomes with error_msg
   stopped: 'empty' | 'budget' | 'database';
   last_error?: string;
+  /** Claimed rows given back to the queue unsent (net._release), for another drain or a later claim. */
+  given_back?: number;
   /** Mean time from sending a request to its response headers (only with fetchSlots), ms. */
   header_wait_ms?: number;
   /** A Worker drain: executor invocations it used (requests to itself, see src/worker/fanout.ts). */

@@ -473,11 +473,42 @@ describe('drain end to end', () => {
     expect(await response(slow)).toBeUndefined();
     const first = await running;
     expect(first.claimed + other.claimed).toBe(29);
+    // Some of the rest were given back, the others never claimed.
+    expect(first.given_back).toBeGreaterThan(0);
+    expect(first.given_back).toBeLessThanOrEqual(rest.length);
     expect(first.recorded).toBe(first.claimed);
     const h = await hits(prefix);
     expect(Object.keys(h).length).toBe(28);
     expect(Object.values(h).every((n) => n === 1)).toBe(true);
     expect((await response(slow))?.content).toBe('delayed 2500');
+  });
+
+  it('with a runner, a drain whose own slots are stuck keeps its claimed-ahead rows for the runner: each row claimed once', async () => {
+    const label = `keep${Date.now().toString(36)}`;
+    // A runner with 2 places, each row held 300 ms: its places are full most of the time.
+    let out = 0;
+    const runner: Runner = {
+      room: () => 2 - out,
+      localLeft: () => 1000,
+      reservedSlots: 0,
+      tryRun: (request) => {
+        if (out >= 2) return null;
+        out++;
+        return execute(request, fetch, { maxResponseBytes: 1000, userAgent: 'x', deadlines: new Deadlines() }).finally(() => out--);
+      },
+    };
+    // Fast rows first (the drain learns its slot's pace and claims ahead), then one slow row takes
+    // the drain's only slot while rows wait claimed behind it.
+    for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}/${label}/a${i}`})::text as id`);
+    const slow = await queue(db.sql`select net.http_get(${`${target}/delay/1500`}, timeout_milliseconds => 10000)::text as id`);
+    for (let i = 0; i < 12; i++) await queue(db.sql`select net.http_get(${`${target}/held/300/${label}/${i}`})::text as id`);
+    const stats = await drain(db.sql, fetch, options({ concurrency: 4, fetchSlots: 1, batchSize: 10 }), { runner });
+    // None given back (net._release) while the runner's places were full: this drain would only
+    // claim them again after its empty-queue pause.
+    expect(stats).toMatchObject({ claimed: 21, recorded: 21, errors: 0, stopped: 'empty' });
+    expect(stats.given_back).toBeUndefined();
+    expect((await response(slow))?.content).toBe('delayed 1500');
+    expect(await heldMax(label)).toBeLessThanOrEqual(3);
   });
 
   it('while a slow request keeps a drain busy, it looks for new rows now and then without a poke', async () => {
