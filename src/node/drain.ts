@@ -9,6 +9,7 @@ import { loadSettings, SettingsError, type SettingVars } from '../core/settings.
 import type { DrainOptions, DrainStats } from '../core/types.ts';
 import { redactUrl } from '../core/redact.ts';
 import { CHANNEL } from './relay.ts';
+import { messageOf } from '../core/errors.ts';
 
 export interface RunDrainOptions {
   databaseUrl: string;
@@ -22,10 +23,6 @@ export interface RunDrainOptions {
 const MAX_TIMEOUT_MS = 300_000;
 /** One-shot drains stop claiming after this unless DRAIN_BUDGET_MS says otherwise. */
 const DEFAULT_BUDGET_MS = 60_000;
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
 /**
  * The addresses a host name resolves to, for the destination policy: a name that resolves to a
@@ -99,7 +96,7 @@ export async function runDrain(options: RunDrainOptions): Promise<number> {
     return await loop(sql, options, log);
   } catch (error) {
     const hint = error instanceof SettingsError ? '' : ` (database ${redactUrl(options.databaseUrl)})`;
-    process.stderr.write(`pg-net-edge drain: ${message(error)}${hint}\n`);
+    process.stderr.write(`pg-net-edge drain: ${messageOf(error)}${hint}\n`);
     return 1;
   } finally {
     await sql.end({ timeout: 5 });
@@ -119,7 +116,7 @@ async function loop(sql: postgres.Sql, options: RunDrainOptions, log: (line: str
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // NOTIFY only cuts latency; the poll below is the guarantee, so a lost listener is harmless.
-  await sql.listen(CHANNEL, () => wake()).catch((error: unknown) => log(`drain: LISTEN failed (${message(error)}); polling only`));
+  await sql.listen(CHANNEL, () => wake()).catch((error: unknown) => log(`drain: LISTEN failed (${messageOf(error)}); polling only`));
   let delay = 250;
   const swept = { lastAt: null as number | null };
   try {
@@ -132,7 +129,7 @@ async function loop(sql: postgres.Sql, options: RunDrainOptions, log: (line: str
         if (stats.claimed > 0 || stats.stopped !== 'empty') log(JSON.stringify(stats));
       } catch (error) {
         if (error instanceof SettingsError) throw error;
-        log(`drain: ${message(error)}; retrying in ${delay} ms`);
+        log(`drain: ${messageOf(error)}; retrying in ${delay} ms`);
       }
       if (stats && stats.stopped === 'budget') continue; // more work waiting
       const failed = !stats || stats.stopped === 'database';

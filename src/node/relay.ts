@@ -10,6 +10,7 @@ import postgres from 'postgres';
 import { listen, listenOptions, pingWithin, waiterCheck } from '../core/listen.ts';
 import { redactUrl } from '../core/redact.ts';
 import { CHANNEL, WAITING_APPLICATION_NAME } from '../core/signals.ts';
+import { messageOf } from '../core/errors.ts';
 
 export { CHANNEL, WAITING_APPLICATION_NAME };
 
@@ -47,10 +48,6 @@ export interface Relay {
   stats: RelayStats;
   /** Resolves once the first LISTEN is in place (it never rejects: failures are retried). */
   ready: Promise<void>;
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 export function startRelay(options: RelayOptions): Relay {
@@ -135,7 +132,7 @@ export function startRelay(options: RelayOptions): Relay {
       } catch (error) {
         if (stopping.signal.aborted) return;
         stats.nudgesFailed++;
-        stats.lastError = message(error);
+        stats.lastError = messageOf(error);
         retry = true;
       }
       if (!retry || stopping.signal.aborted) return;
@@ -186,8 +183,8 @@ export function startRelay(options: RelayOptions): Relay {
       } catch (error) {
         if (stopping.signal.aborted) break;
         stats.listening = false;
-        stats.lastError = message(error);
-        say(`cannot LISTEN (${message(error)}); retrying in ${delay} ms`);
+        stats.lastError = messageOf(error);
+        say(`cannot LISTEN (${messageOf(error)}); retrying in ${delay} ms`);
       }
       lost = null;
       session = null;
@@ -217,7 +214,7 @@ export function startRelay(options: RelayOptions): Relay {
     }
   }
 
-  const looping = listenLoop().catch((error: unknown) => say(`stopped unexpectedly: ${message(error)}`));
+  const looping = listenLoop().catch((error: unknown) => say(`stopped unexpectedly: ${messageOf(error)}`));
 
   return {
     stats,
