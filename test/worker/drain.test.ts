@@ -46,6 +46,22 @@ async function lockResponses(): Promise<{ release: () => void; holding: Promise<
   return { release, holding };
 }
 
+/** A runner that sends rows itself (as executors would), at most `places` at once; the ids it took go to `taken`. */
+function sendingRunner(places: number, taken: string[] = []): Runner {
+  let out = 0;
+  return {
+    room: () => places - out,
+    localLeft: () => 1000,
+    reservedSlots: 0,
+    tryRun: (request) => {
+      if (out >= places) return null;
+      out++;
+      taken.push(request.id);
+      return execute(request, fetch, { maxResponseBytes: 1000, userAgent: 'x', deadlines: new Deadlines() }).finally(() => out--);
+    },
+  };
+}
+
 async function queue(query: postgres.PendingQuery<{ id: string }[]>): Promise<string> {
   const [row] = await query;
   return row!.id;
@@ -401,18 +417,7 @@ describe('drain end to end', () => {
     const label = `spill${Date.now().toString(36)}`;
     // A runner with room for 12 that sends rows itself, as executors would.
     const spilled: string[] = [];
-    let out = 0;
-    const runner: Runner = {
-      room: () => 12 - out,
-      localLeft: () => 1000,
-      reservedSlots: 0,
-      tryRun: (request) => {
-        if (out >= 12) return null;
-        out++;
-        spilled.push(request.id);
-        return execute(request, fetch, { maxResponseBytes: 1000, userAgent: 'x', deadlines: new Deadlines() }).finally(() => out--);
-      },
-    };
+    const runner = sendingRunner(12, spilled);
     // 30 requests answered after 200 ms, 2 slots of its own: those start ~2 rows in AHEAD_MS.
     for (let i = 0; i < 30; i++) await queue(db.sql`select net.http_get(${`${target}/held/200/${label}/${i}`})::text as id`);
     const stats = await drain(db.sql, fetch, options({ concurrency: 16, fetchSlots: 2 }), { runner });
@@ -486,17 +491,7 @@ describe('drain end to end', () => {
   it('with a runner, a drain whose own slots are stuck keeps its claimed-ahead rows for the runner: each row claimed once', async () => {
     const label = `keep${Date.now().toString(36)}`;
     // A runner with 2 places, each row held 300 ms: its places are full most of the time.
-    let out = 0;
-    const runner: Runner = {
-      room: () => 2 - out,
-      localLeft: () => 1000,
-      reservedSlots: 0,
-      tryRun: (request) => {
-        if (out >= 2) return null;
-        out++;
-        return execute(request, fetch, { maxResponseBytes: 1000, userAgent: 'x', deadlines: new Deadlines() }).finally(() => out--);
-      },
-    };
+    const runner = sendingRunner(2);
     // Fast rows first (the drain learns its slot's pace and claims ahead), then one slow row takes
     // the drain's only slot while rows wait claimed behind it.
     for (let i = 0; i < 8; i++) await queue(db.sql`select net.http_get(${`${target}/${label}/a${i}`})::text as id`);
